@@ -1,0 +1,1 @@
+"""Bundled YAML presets, read through importlib.resources."""

@@ -1,0 +1,33 @@
+"""sparsecli: block-sparse attention layouts, kernels and benchmarks (DeepSpeed sparse_attention, revived).
+
+Public names resolve lazily, so ``sparsecli --help`` and ``import sparsecli`` stay light: torch is
+imported only when a layout, module or kernel is first used.
+"""
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SparsityConfig": ".layouts",
+    "DenseSparsityConfig": ".layouts",
+    "FixedSparsityConfig": ".layouts",
+    "VariableSparsityConfig": ".layouts",
+    "BigBirdSparsityConfig": ".layouts",
+    "BSLongformerSparsityConfig": ".layouts",
+    "LocalSlidingWindowSparsityConfig": ".layouts",
+    "SparseSelfAttention": ".attention",
+    "BertSparseSelfAttention": ".attention",
+    "SparseAttentionUtils": ".hf",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
