@@ -93,24 +93,46 @@ _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 64
 
 
-def block_tables(layout: torch.Tensor, device=None) -> BlockTables:
-    """Index tables of ``layout`` on ``device``, cached per layout object and version.
+def cached_per_layout(layout: torch.Tensor, key: tuple, build):
+    """``build()``, cached per (layout object, in-place version, ``key``).
 
-    The key is the tensor's identity plus its in-place version counter, so mutating the layout
+    The key holds the tensor's identity plus its in-place version counter, so mutating the layout
     invalidates the entry; a weak reference guards against a recycled ``id``.
     """
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    key = (id(layout), getattr(layout, "_version", 0), tuple(layout.shape), str(device))
-    hit = _CACHE.get(key)
+    full_key = (id(layout), getattr(layout, "_version", 0), tuple(layout.shape)) + tuple(key)
+    hit = _CACHE.get(full_key)
     if hit is not None and hit[0]() is layout:
-        _CACHE.move_to_end(key)
+        _CACHE.move_to_end(full_key)
         return hit[1]
-    tables = _build(as_layout(layout), device)
+    value = build()
     try:
         ref = weakref.ref(layout)
     except TypeError:  # not weak-referenceable: do not cache
-        return tables
-    _CACHE[key] = (ref, tables)
+        return value
+    _CACHE[full_key] = (ref, value)
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
-    return tables
+    return value
+
+
+def block_tables(layout: torch.Tensor, device=None) -> BlockTables:
+    """Index tables of ``layout`` on ``device``, cached per layout object and version."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return cached_per_layout(layout, (str(device),), lambda: _build(as_layout(layout), device))
+
+
+def list_chunks(ptr: torch.Tensor, group: int) -> torch.Tensor:
+    """Split every list of a CSR/CSC pointer array into runs of at most ``group`` entries.
+
+    Returns int32 ``(n, 2)``: [list index, first entry] per run, on ``ptr``'s device; a run ends
+    at ``min(first + group, ptr[list + 1])``. Kernels that give one program a few blocks of one
+    row (small blocks grouped into one tile) launch one program per run.
+    """
+    p = ptr.to(torch.int64)
+    counts = p[1:] - p[:-1]
+    runs = (counts + group - 1) // group
+    lists = torch.repeat_interleave(torch.arange(counts.numel(), device=p.device), runs)
+    first_run = torch.cumsum(runs, 0) - runs
+    within = torch.arange(lists.numel(), device=p.device) - first_run[lists]
+    first = p[lists] + within * group
+    return torch.stack([lists, first], 1).to(torch.int32).contiguous()

@@ -1,0 +1,55 @@
+"""Argument checks and launch choices shared by the three-op launchers (MatMul, Softmax).
+
+Every failure is a ValueError that names the offending argument, so a user can tell which of
+several tensors was wrong without reading a Triton traceback.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+BLOCKS = (16, 32, 64, 128)
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_block(block) -> int:
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+    return int(block)
+
+
+def check_tensor(x, name: str, *, device=None, dtype=None, dims=None) -> torch.Tensor:
+    """Validate a kernel operand: a tensor, on a usable device, of a supported (or given) dtype."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if device is not None and x.device != device:
+        raise ValueError(f"{name} is on {x.device}, but the other operand is on {device}")
+    if x.device.type != "cuda" and not interpreting():
+        raise ValueError(f"{name} must be a CUDA tensor (CPU tensors need TRITON_INTERPRET=1), got {x.device}")
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(f"{name} has dtype {x.dtype}, expected {dtype}")
+    if dtype is None and x.dtype not in DTYPES:
+        raise ValueError(f"{name} has unsupported dtype {x.dtype}; use one of {DTYPES}")
+    if dims is not None and x.dim() not in dims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(x.shape)}")
+    return x
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 gets exact fp32 products (DeepSpeed's fp32 tolerance is tighter than tf32 allows)."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def group_size(block: int, tokens: int) -> int:
+    """How many blocks of one row/column a program takes at once, so a tile spans ``tokens``."""
+    return max(1, tokens // block)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
