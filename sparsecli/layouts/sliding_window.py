@@ -23,3 +23,8 @@ class LocalSlidingWindowSparsityConfig(SparsityConfig):
         w = self.num_sliding_window_blocks // 2
         m = band(nb, w, w if self.attention == "bidirectional" else min(w, 0))
         return self._assemble(nb, lambda h: m)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d.pop("different_layout_per_head")  # not an argument of this class
+        return d

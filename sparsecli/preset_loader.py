@@ -1,0 +1,239 @@
+"""YAML presets: a ``sparsity:`` section (DeepSpeed's ``sparse_attention`` JSON keys) and a ``bench:`` sweep.
+
+Loading never raises anything but ``ConfigError``, whose text is ``file: key: what to change``.
+Missing sparsity keys take DeepSpeed's JSON-parser defaults, so a pasted ds_config block builds
+the same layout DeepSpeed would (note: the parser's ``num_random_blocks`` default is 0, the
+BigBird class default is 1).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+from .kinds import BOOL, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, STR, kinds_using
+
+PROVIDERS = ("sparse", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked", "flex", "naive")
+DTYPES = ("fp16", "bf16", "fp32")
+PASSES = ("fwd", "bwd", "fwd+bwd")
+HEAD_DIMS = (16, 32, 64, 128)
+TOP_KEYS = ("description", "seq_len", "seed", "sparsity", "bench")
+BENCH_KEYS = ("seq_lens", "batch", "tokens", "head_dim", "dtypes", "passes", "providers", "causal")
+
+
+class ConfigError(UserError):
+    """A preset problem: ``path: key: message`` (key may be None for whole-file problems)."""
+
+    def __init__(self, path, key, message):
+        self.path, self.key, self.message = str(path), key, message
+        super().__init__(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
+
+
+@dataclass(frozen=True)
+class SparsitySpec:
+    mode: str
+    num_heads: int
+    values: dict = field(default_factory=dict)  # every parameter of the mode, defaults filled
+
+    def build(self):
+        return KINDS[self.mode].build(self.num_heads, self.values)
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    seq_lens: tuple = (4096,)
+    batch: int | None = None  # fixed batch, or ...
+    tokens: int | None = 65536  # ... batch = max(1, tokens // seq)
+    head_dims: tuple = (64,)
+    dtypes: tuple = ("bf16",)
+    passes: tuple = ("fwd",)
+    providers: tuple = ("sparse", "flex", "sdpa-flash")
+    causal: bool = False
+
+    def batch_for(self, seq_len: int) -> int:
+        return self.batch if self.batch is not None else max(1, self.tokens // seq_len)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    path: str
+    description: str
+    seq_len: int
+    seed: int | None
+    sparsity: SparsitySpec
+    bench: BenchSpec
+
+
+# -- finding presets ------------------------------------------------------------------------
+
+def bundled_names() -> list[str]:
+    files = resources.files("sparsecli.presets")
+    return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset_text(ref: str) -> tuple[str, str, str]:
+    """Return (name, display path, text) for a file path or a bundled name (with or without .yaml)."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        try:
+            return path.stem, str(path), path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(path, None, f"cannot read the file ({e})") from None
+    name = ref[: -len(".yaml")] if ref.endswith(".yaml") else ref
+    if name in bundled_names():
+        text = resources.files("sparsecli.presets").joinpath(name + ".yaml").read_text(encoding="utf-8")
+        return name, f"<bundled>/{name}.yaml", text
+    hint = _did_you_mean(name, bundled_names())
+    raise ConfigError(ref, None, f"no such file, and no bundled preset of that name{hint} "
+                      f"(bundled: {', '.join(bundled_names())})")
+
+
+def load_preset(ref: str) -> Preset:
+    name, shown, text = read_preset_text(ref)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(shown, None, f"not valid YAML{where}: {problem}") from None
+    return parse_preset(data, shown, name)
+
+
+# -- validation -----------------------------------------------------------------------------
+
+def _did_you_mean(word, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_keys(path, section, data, allowed):
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(path, f"{section}{key}", f"unknown key{_did_you_mean(key, allowed)}; "
+                              f"allowed: {', '.join(allowed)}")
+
+
+def _typed(path, key, value, kind, choices=()):
+    ok = {
+        INT: isinstance(value, int) and not isinstance(value, bool),
+        BOOL: isinstance(value, bool),
+        STR: isinstance(value, str),
+        INT_LIST: isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+        OPT_INT_LIST: value is None or (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)),
+    }[kind]
+    if not ok:
+        raise ConfigError(path, key, f"expected {kind}, got {type(value).__name__} {value!r}")
+    if choices and value not in choices:
+        raise ConfigError(path, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}"
+                          f"{_did_you_mean(value, choices)}")
+    return value
+
+
+def _mapping(path, key, value):
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _sparsity(path, data) -> SparsitySpec:
+    data = dict(_mapping(path, "sparsity", data))
+    mode = data.pop("mode", "fixed")  # DeepSpeed's default mode
+    _typed(path, "sparsity.mode", mode, STR, tuple(KINDS))
+    if "num_heads" not in data:
+        raise ConfigError(path, "sparsity.num_heads", "missing; set it to the model's attention heads per layer")
+    num_heads = _typed(path, "sparsity.num_heads", data.pop("num_heads"), INT)
+    kind = KINDS[mode]
+    for key in data:
+        if key not in PARAMS:
+            raise ConfigError(path, f"sparsity.{key}", f"unknown key{_did_you_mean(key, ['mode', 'num_heads', *PARAMS])}")
+        if key not in kind.params:
+            raise ConfigError(path, f"sparsity.{key}", f"does not apply to mode '{mode}' (it is used by "
+                              f"{', '.join(kinds_using(key))}); remove it")
+    values = {}
+    for name in kind.params:
+        p = PARAMS[name]
+        if name in data:
+            values[name] = _typed(path, f"sparsity.{name}", data[name], p.type, p.choices)
+        elif not (mode == "local_sliding_window" and name == "attention"):  # no JSON mode: class default
+            values[name] = p.json_default
+    spec = SparsitySpec(mode, num_heads, values)
+    try:
+        spec.build()
+    except (ValueError, NotImplementedError) as e:
+        raise ConfigError(path, "sparsity", str(e)) from None
+    return spec
+
+
+def _positive_ints(path, key, value, allowed=None):
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+        raise ConfigError(path, key, f"expected a positive integer or a list of them, got {value!r}")
+    if allowed:
+        for v in items:
+            if v not in allowed:
+                raise ConfigError(path, key, f"{v} is not supported; use one of {', '.join(map(str, allowed))}")
+    return tuple(items)
+
+
+def _choices(path, key, value, allowed):
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if v not in allowed:
+            raise ConfigError(path, key, f"unknown value {v!r}{_did_you_mean(v, allowed)}; use one of {', '.join(allowed)}")
+    if not items:
+        raise ConfigError(path, key, "must not be empty")
+    return tuple(items)
+
+
+def _bench(path, data, block) -> BenchSpec:
+    data = _mapping(path, "bench", data or {})
+    _check_keys(path, "bench.", data, BENCH_KEYS)
+    kw = {}
+    if "seq_lens" in data:
+        kw["seq_lens"] = _positive_ints(path, "bench.seq_lens", data["seq_lens"])
+        for s in kw["seq_lens"]:
+            if s % block:
+                raise ConfigError(path, "bench.seq_lens", f"{s} is not a multiple of the block size {block}")
+    if "batch" in data and "tokens" in data:
+        raise ConfigError(path, "bench.batch", "give either batch or tokens (batch = tokens // seq_len), not both")
+    if "batch" in data:
+        kw["batch"] = _positive_ints(path, "bench.batch", data["batch"])[0]
+        kw["tokens"] = None
+    if "tokens" in data:
+        kw["tokens"] = _positive_ints(path, "bench.tokens", data["tokens"])[0]
+    if "head_dim" in data:
+        kw["head_dims"] = _positive_ints(path, "bench.head_dim", data["head_dim"], HEAD_DIMS)
+    for key, allowed in (("dtypes", DTYPES), ("passes", PASSES), ("providers", PROVIDERS)):
+        if key in data:
+            kw[key] = _choices(path, f"bench.{key}", data[key], allowed)
+    if "causal" in data:
+        kw["causal"] = _typed(path, "bench.causal", data["causal"], BOOL)
+    return BenchSpec(**kw)
+
+
+def parse_preset(data, path: str, name: str = "preset") -> Preset:
+    if data is None:
+        raise ConfigError(path, None, "the file is empty; a preset is a mapping with 'sparsity:' and 'bench:' sections")
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, f"the top level must be a mapping (key: value), got a {type(data).__name__}")
+    _check_keys(path, "", data, TOP_KEYS)
+    if "sparsity" not in data:
+        raise ConfigError(path, "sparsity", "missing; add a 'sparsity:' section with mode and num_heads")
+    sparsity = _sparsity(path, data["sparsity"])
+    block = sparsity.values["block"]
+    seq_len = data.get("seq_len", 4096)
+    _positive_ints(path, "seq_len", seq_len)
+    if seq_len % block:
+        raise ConfigError(path, "seq_len", f"{seq_len} is not a multiple of the block size {block}")
+    seed = data.get("seed")
+    if seed is not None:
+        _typed(path, "seed", seed, INT)
+    description = data.get("description", "")
+    _typed(path, "description", description, STR)
+    return Preset(name, path, description, seq_len, seed, sparsity, _bench(path, data.get("bench"), block))
