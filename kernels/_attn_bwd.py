@@ -1,0 +1,152 @@
+"""Backward kernels of the fused block-sparse attention.
+
+Deterministic by construction: dK/dV programs own a key tile and walk the column lists (query
+tiles gathered from the transposed layout), dQ programs own a query tile and walk the row lists;
+no atomics, so every gradient element is summed in a fixed order by one program.
+"""
+import triton
+import triton.language as tl
+
+from ._attn_common import _inner_tokens, _load_rows, _program, _scores
+
+
+@triton.jit
+def _attn_bwd_delta(Out, dOut, Delta, ROWS, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+    """Delta = rowsum(dO * O), the softmax-backward term shared by dQ and dK/dV."""
+    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    d = tl.arange(0, HEAD_DIM)
+    ok = r < ROWS
+    offs = r.to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
+    o = tl.load(Out + offs, mask=ok[:, None], other=0.0).to(tl.float32)
+    do = tl.load(dOut + offs, mask=ok[:, None], other=0.0).to(tl.float32)
+    tl.store(Delta + r, tl.sum(o * do, 1), mask=ok)
+
+
+@triton.jit
+def _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, row_base, t_begin, t_end,
+                seg_start, tile_bits, qk_scale, bz, h, S,
+                KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+                MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+                KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+                DOT_PREC: tl.constexpr):
+    ii = tl.arange(0, BLOCK_M)
+    for t in range(t_begin, t_end):
+        tq = _inner_tokens(seg_start, t, BLOCK_M, SEG, NSEG)
+        q = _load_rows(Q + base, tq, HEAD_DIM)
+        do = _load_rows(dO + base, tq, HEAD_DIM)
+        lse = tl.load(LSE + row_base + tq)
+        delta = tl.load(Delta + row_base + tq)
+        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
+        bits = 0
+        if MASKED:
+            bits = tl.load(tile_bits + t)
+        sT = _scores(qkT, qk_scale, tq[None, :], tk[:, None], bz, h, S, bits, oi[:, None], ii[None, :],
+                     KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, UNIT, SEG, NSEG,
+                     MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+        # lse is +inf for queries that attend to nothing: their probabilities are exactly 0.
+        pT = tl.math.exp2(sT - lse[None, :])
+        dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+        dsT = pT * (dpT - delta[None, :])
+        dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv(Q, K, V, dO, LSE, Delta, dK, dV,
+                   order, tile_ptr, num_full, seg_start, tile_bits,
+                   KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                   B, H, S, NUM_OUTER, qk_scale, sm_scale,
+                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+                   PER_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
+                   KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+                   DOT_PREC: tl.constexpr):
+    bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD)
+    bh = (bz * H + h).to(tl.int64)
+    base = bh * S * HEAD_DIM
+    oi = tl.arange(0, BLOCK_N)
+    tk = o * BLOCK_N + oi
+    k = _load_rows(K + base, tk, HEAD_DIM)
+    v = _load_rows(V + base, tk, HEAD_DIM)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, t0, tf,
+                         seg_start, tile_bits, qk_scale, bz, h, S,
+                         KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                         HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, False, CAUSAL,
+                         KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+    dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, tf, t1,
+                         seg_start, tile_bits, qk_scale, bz, h, S,
+                         KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                         HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, True, CAUSAL,
+                         KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+    d = tl.arange(0, HEAD_DIM)
+    offs = base + tk.to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
+    tl.store(dK + offs, (dk * sm_scale).to(dK.dtype.element_ty))
+    tl.store(dV + offs, dv.to(dV.dtype.element_ty))
+
+
+@triton.jit
+def _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t_begin, t_end,
+              seg_start, tile_bits, qk_scale, bz, h, S,
+              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+              UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+              MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+              KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+              DOT_PREC: tl.constexpr):
+    ii = tl.arange(0, BLOCK_N)
+    for t in range(t_begin, t_end):
+        tk = _inner_tokens(seg_start, t, BLOCK_N, SEG, NSEG)
+        k = _load_rows(K + base, tk, HEAD_DIM)
+        v = _load_rows(V + base, tk, HEAD_DIM)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        bits = 0
+        if MASKED:
+            bits = tl.load(tile_bits + t)
+        s = _scores(qk, qk_scale, tq[:, None], tk[None, :], bz, h, S, bits, oi[:, None], ii[None, :],
+                    KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, UNIT, SEG, NSEG,
+                    MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+        p = tl.math.exp2(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq(Q, K, V, dO, LSE, Delta, dQ,
+                 order, tile_ptr, num_full, seg_start, tile_bits,
+                 KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                 B, H, S, NUM_OUTER, qk_scale, sm_scale,
+                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+                 PER_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
+                 KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+                 DOT_PREC: tl.constexpr):
+    bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD)
+    bh = (bz * H + h).to(tl.int64)
+    base = bh * S * HEAD_DIM
+    oi = tl.arange(0, BLOCK_M)
+    tq = o * BLOCK_M + oi
+    q = _load_rows(Q + base, tq, HEAD_DIM)
+    do = _load_rows(dO + base, tq, HEAD_DIM)
+    lse = tl.load(LSE + bh * S + tq)
+    delta = tl.load(Delta + bh * S + tq)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    dq = _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t0, tf,
+                   seg_start, tile_bits, qk_scale, bz, h, S,
+                   KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                   HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, False, CAUSAL,
+                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+    dq = _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, tf, t1,
+                   seg_start, tile_bits, qk_scale, bz, h, S,
+                   KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                   HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
+                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+    d = tl.arange(0, HEAD_DIM)
+    tl.store(dQ + base + tq.to(tl.int64)[:, None] * HEAD_DIM + d[None, :],
+             (dq * sm_scale).to(dQ.dtype.element_ty))

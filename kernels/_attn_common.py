@@ -1,0 +1,88 @@
+"""Triton helpers shared by the forward, dQ and dK/dV kernels of the fused attention.
+
+All three kernels work on an ``outer x inner`` score tile (queries x keys, or keys x queries in
+dK/dV) and agree on how a program finds its tiles, which inner tokens a tile gathers, and how a
+score is biased and masked: those live here once, so the forward and the backward cannot drift.
+Scores are kept in log2 units (``qk * sm_scale * log2(e)``) so the kernels use ``exp2``.
+"""
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+# Mask kinds passed as constexprs: NONE, ADD (value added), KEEP (0 -> -inf, else kept).
+MASK_NONE, MASK_ADD, MASK_KEEP = 0, 1, 2
+
+
+@triton.jit
+def _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD: tl.constexpr):
+    """(batch, head, outer tile, first tile, first masked tile, end) of this program.
+
+    Batch is innermost in the launch so the heaviest-first order spans every batch element.
+    """
+    pid = tl.program_id(0)
+    bz = pid % B
+    prog = tl.load(order + pid // B)
+    h = prog // NUM_OUTER
+    o = prog % NUM_OUTER
+    if PER_HEAD:
+        row = prog
+    else:
+        row = o
+    t0 = tl.load(tile_ptr + row)
+    t1 = tl.load(tile_ptr + row + 1)
+    tf = t0 + tl.load(num_full + row)
+    return bz, h, o, t0, tf, t1
+
+
+@triton.jit
+def _inner_tokens(seg_start, t, INNER: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr):
+    """Token index of each of the INNER rows of gathered tile ``t``."""
+    j = tl.arange(0, INNER)
+    if NSEG == 1:  # one contiguous segment: a scalar load keeps the offsets provably contiguous
+        return tl.load(seg_start + t) + j
+    else:
+        return tl.load(seg_start + t * NSEG + j // SEG) + j % SEG
+
+
+@triton.jit
+def _load_rows(base, tokens, HEAD_DIM: tl.constexpr):
+    """Rows ``tokens`` of a contiguous (S, HEAD_DIM) slice."""
+    d = tl.arange(0, HEAD_DIM)
+    return tl.load(base + tokens.to(tl.int64)[:, None] * HEAD_DIM + d[None, :])
+
+
+@triton.jit
+def _scores(qk, qk_scale, tq, tk, bz, h, S, bits, oi, ii,
+            KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+            UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+            MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+            KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr):
+    """Scores of a tile in log2 units, with rpe/masks added and dropped entries at -inf.
+
+    ``tq``/``tk`` are the query/key tokens and ``oi``/``ii`` the outer/inner positions inside the
+    tile, all already broadcast to the tile's orientation (2-D-compatible shapes).
+    """
+    s = qk * qk_scale
+    if HAS_RPE or KPM_MODE == 1 or AM_MODE == 1:
+        bias = tl.zeros_like(s)
+        if HAS_RPE:
+            bias += tl.load(RPE + bz.to(tl.int64) * rpe_sb + h.to(tl.int64) * rpe_sh
+                            + tq.to(tl.int64) * S + tk).to(tl.float32)
+        if KPM_MODE == 1:
+            bias += tl.load(KPM + bz * kpm_sb + tk).to(tl.float32)
+        if AM_MODE == 1:
+            bias += tl.load(AM + tq.to(tl.int64) * S + tk).to(tl.float32)
+        # A finite "drop" value such as finfo(float32).min must stay finite after * log2(e).
+        bias = tl.where(bias == float("-inf"), bias, tl.maximum(bias, -2.0e38))
+        s += bias * 1.4426950408889634
+    if MASKED:
+        keep = ((bits >> ((oi // UNIT) * NSEG + ii // SEG)) & 1) != 0
+        if CAUSAL:
+            keep = keep & (tk <= tq)
+        s = tl.where(keep, s, float("-inf"))
+    if KPM_MODE == 2:
+        s = tl.where(tl.load(KPM + bz * kpm_sb + tk) != 0, s, float("-inf"))
+    if AM_MODE == 2:
+        s = tl.where(tl.load(AM + tq.to(tl.int64) * S + tk) != 0, s, float("-inf"))
+    return s

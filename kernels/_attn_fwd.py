@@ -1,0 +1,79 @@
+"""Forward kernel of the fused block-sparse attention: online softmax over gathered key tiles."""
+import triton
+import triton.language as tl
+
+from ._attn_common import _inner_tokens, _load_rows, _program, _scores
+
+
+@triton.jit
+def _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_base, t_begin, t_end,
+               seg_start, tile_bits, qk_scale, bz, h, S,
+               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+               DOT_PREC: tl.constexpr):
+    ii = tl.arange(0, BLOCK_N)
+    # Only masks and biases can leave a row at -inf; full unbiased tiles skip the guard.
+    GUARD: tl.constexpr = MASKED or HAS_RPE or KPM_MODE != 0 or AM_MODE != 0
+    for t in range(t_begin, t_end):
+        tk = _inner_tokens(seg_start, t, BLOCK_N, SEG, NSEG)
+        k = _load_rows(K + kv_base, tk, HEAD_DIM)
+        v = _load_rows(V + kv_base, tk, HEAD_DIM)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        bits = 0
+        if MASKED:
+            bits = tl.load(tile_bits + t)
+        s = _scores(qk, qk_scale, tq[:, None], tk[None, :], bz, h, S, bits, oi[:, None], ii[None, :],
+                    KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, UNIT, SEG, NSEG,
+                    MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = m_new
+        if GUARD:  # m_i itself keeps -inf, so a later tile's very negative scores still count
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.math.exp2(m_i - m_use)
+        p = tl.math.exp2(s - m_use[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _attn_fwd(Q, K, V, Out, LSE,
+              order, tile_ptr, num_full, seg_start, tile_bits,
+              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+              B, H, S, NUM_OUTER, qk_scale,
+              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+              PER_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
+              KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+              DOT_PREC: tl.constexpr):
+    bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD)
+    bh = bz * H + h
+    base = bh.to(tl.int64) * S * HEAD_DIM
+    oi = tl.arange(0, BLOCK_M)
+    tq = o * BLOCK_M + oi
+    q = _load_rows(Q + base, tq, HEAD_DIM)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, base, t0, tf,
+                               seg_start, tile_bits, qk_scale, bz, h, S,
+                               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                               HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, False, CAUSAL,
+                               KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, base, tf, t1,
+                               seg_start, tile_bits, qk_scale, bz, h, S,
+                               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                               HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
+                               KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+    # A query with nothing to attend to: output 0, and lse = +inf so the backward's
+    # exp2(s - lse) is 0 for it rather than NaN.
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    lse = tl.where(empty, float("inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
+    d = tl.arange(0, HEAD_DIM)
+    tl.store(Out + base + tq.to(tl.int64)[:, None] * HEAD_DIM + d[None, :], out.to(Out.dtype.element_ty))
+    tl.store(LSE + bh.to(tl.int64) * S + tq, lse)

@@ -1,0 +1,259 @@
+"""Fused block-sparse flash attention (forward + backward) with DeepSpeed mask semantics.
+
+``blocksparse_attention`` computes softmax(q k^T * scale + rpe + masks) v on a block layout's
+non-zero blocks only, with an online softmax (no S x S and no nnz x block^2 buffer). CUDA tensors
+run the Triton kernels; CPU tensors run the same kernels under ``TRITON_INTERPRET=1`` (that is how
+CI tests them) and the plain PyTorch reference otherwise.
+
+Semantics (``kernels/reference.py`` is the executable definition):
+
+- masks follow DeepSpeed: ``"add"`` adds the value, ``"mul"`` turns 0 into -inf and keeps the
+  rest, bool masks mean True = keep; the scale applies to q k^T only;
+- ``causal=True`` also drops keys after the query inside diagonal blocks (DeepSpeed did not);
+- a query with nothing to attend to (an empty layout row, or every key masked) outputs 0 and
+  gets zero gradients, never NaN;
+- gradients flow to q, k and v only: masks and rpe get none.
+
+fp32 inputs are accepted (dot products in full fp32, slower); fp16/bf16 are the fast path. The
+backward is deterministic: no atomics, each gradient element is reduced by a single program.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .lut import as_layout
+from .masks import check_mode
+from .reference import blocksparse_attention_reference
+from .schedule import tile_schedule, tile_size
+
+HEAD_DIMS = (16, 32, 64, 128)
+BLOCKS = (16, 32, 64, 128)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+LOG2E = 1.4426950408889634
+MASK_NONE, MASK_ADD, MASK_KEEP = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile shape and launch knobs of one kernel (outer tile x inner tile)."""
+
+    outer: int
+    inner: int
+    num_warps: int
+    num_stages: int
+
+
+def default_configs(block: int, head_dim: int, dtype: torch.dtype):
+    """(forward, dK/dV, dQ) configs; dK/dV's outer tile is keys, the others' queries."""
+    fwd = KernelConfig(128, 64 if head_dim >= 128 else 128, 8, 3)
+    dkdv = KernelConfig(128, 64, 8, 2)
+    dq = KernelConfig(128, 64, 8, 2)
+    return fwd, dkdv, dq
+
+
+# Set by the benchmark script to try other tile shapes; None = default_configs.
+CONFIG_OVERRIDE = None
+
+
+def _check_qkv(q, k, v):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be (B, H, S, D), got shape {tuple(t.shape)}")
+        if t.dtype not in DTYPES:
+            raise ValueError(f"{name} must be float16, bfloat16 or float32, got {t.dtype}")
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            raise ValueError(f"{name} must have q's shape {tuple(q.shape)}, got {tuple(t.shape)}")
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name} must be on q's device {q.device}, got {t.device}")
+    if q.shape[-1] not in HEAD_DIMS:
+        raise ValueError(f"q head dim must be one of {HEAD_DIMS}, got {q.shape[-1]}")
+
+
+def _check_layout(layout, block, B, H, S):
+    if isinstance(block, bool) or not isinstance(block, int) or block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+    if S % block:
+        raise ValueError(f"block {block} must divide the sequence length {S}")
+    if not isinstance(layout, torch.Tensor):
+        raise ValueError(f"layout must be a torch.Tensor of 0/1, got {type(layout).__name__}")
+    nb = S // block
+    shape = tuple(layout.shape)
+    ok = shape == (nb, nb) or (len(shape) == 3 and shape[0] in (1, H) and shape[1:] == (nb, nb))
+    if not ok:
+        raise ValueError(f"layout must be ({H} or 1, {nb}, {nb}) or ({nb}, {nb}) for S={S} and "
+                         f"block={block}, got {shape}")
+
+
+def _prep_mask(mask, mode, name, shape, device):
+    """(tensor for the kernel, mask kind): no conversion copy, the kernel reads the raw values."""
+    check_mode(mode, f"{name}_mode")
+    if mask is None:
+        return None, MASK_NONE
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(mask.shape)}")
+    if mask.device != device:
+        raise ValueError(f"{name} must be on q's device {device}, got {mask.device}")
+    if mask.is_complex():
+        raise ValueError(f"{name} must be real or bool, got {mask.dtype}")
+    mask = mask.detach().contiguous()
+    if mask.dtype == torch.bool:
+        return mask.view(torch.uint8), MASK_KEEP
+    return mask, MASK_KEEP if mode == "mul" else MASK_ADD
+
+
+def _prep_rpe(rpe, B, H, S, device):
+    if rpe is None:
+        return None, 0, 0
+    if not isinstance(rpe, torch.Tensor) or rpe.dim() != 4:
+        raise ValueError(f"rpe must be a (B or 1, H or 1, S, S) tensor, got "
+                         f"{getattr(rpe, 'shape', type(rpe).__name__)}")
+    rb, rh, rs1, rs2 = rpe.shape
+    if rb not in (1, B) or rh not in (1, H) or (rs1, rs2) != (S, S):
+        raise ValueError(f"rpe must have shape ({B} or 1, {H} or 1, {S}, {S}), got {tuple(rpe.shape)}")
+    if rpe.device != device:
+        raise ValueError(f"rpe must be on q's device {device}, got {rpe.device}")
+    if not rpe.is_floating_point():
+        raise ValueError(f"rpe must be a floating tensor, got {rpe.dtype}")
+    rpe = rpe.detach()
+    if rpe.stride(-1) != 1 or rpe.stride(-2) != S:
+        rpe = rpe.contiguous()
+    return rpe, (rpe.stride(0) if rb > 1 else 0), (rpe.stride(1) if rh > 1 else 0)
+
+
+def _use_triton(q: torch.Tensor) -> bool:
+    return q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+class _Plan:
+    """Everything one call's kernels need besides q, k, v: schedules, masks, launch knobs."""
+
+    def __init__(self, layout, block, causal, sm_scale, kpm, kpm_kind, am, am_kind, rpe, rpe_sb,
+                 rpe_sh, shape, dtype, device):
+        B, H, S, D = shape
+        fwd, dkdv, dq = CONFIG_OVERRIDE or default_configs(block, D, dtype)
+        self.B, self.H, self.S, self.D = B, H, S, D
+        self.layout, self.block, self.causal, self.sm_scale = layout, block, causal, sm_scale
+        self.configs = {"fwd": fwd, "dkdv": dkdv, "dq": dq}
+        self.kpm, self.kpm_kind, self.am, self.am_kind = kpm, kpm_kind, am, am_kind
+        self.rpe, self.rpe_sb, self.rpe_sh = rpe, rpe_sb, rpe_sh
+        self.kpm_sb = kpm.stride(0) if kpm is not None else 0
+        self.dot_prec = "ieee" if dtype == torch.float32 else "tf32"
+        self.device = device
+
+    def schedule(self, which):
+        cfg = self.configs[which]
+        outer, inner = tile_size(self.S, cfg.outer), tile_size(self.S, cfg.inner)
+        return tile_schedule(self.layout, self.block, outer, inner, causal=self.causal,
+                             transpose=which == "dkdv", num_heads=self.H, device=self.device)
+
+    def launch(self, kernel, which, tensors, scales):
+        sch = self.schedule(which)
+        cfg = self.configs[which]
+        dummy = tensors[0]
+        # Forward and dQ name their tiles (BLOCK_M=outer, BLOCK_N=inner); dK/dV the other way.
+        bm, bn = (sch.inner, sch.outer) if which == "dkdv" else (sch.outer, sch.inner)
+        grid = (self.B * self.H * sch.num_outer,)
+        kernel[grid](
+            *tensors,
+            sch.order, sch.tile_ptr, sch.num_full, sch.seg_start, sch.tile_bits,
+            self.kpm if self.kpm is not None else dummy, self.kpm_sb,
+            self.am if self.am is not None else dummy,
+            self.rpe if self.rpe is not None else dummy, self.rpe_sb, self.rpe_sh,
+            self.B, self.H, self.S, sch.num_outer, *scales,
+            HEAD_DIM=self.D, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg, NSEG=sch.nseg,
+            PER_HEAD=sch.per_head, CAUSAL=self.causal, KPM_MODE=self.kpm_kind,
+            AM_MODE=self.am_kind, HAS_RPE=self.rpe is not None, DOT_PREC=self.dot_prec,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+
+
+def _forward(plan: _Plan, q, k, v):
+    from ._attn_fwd import _attn_fwd  # imported at first launch: see tests/kernels/conftest.py
+
+    out = torch.empty_like(q)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    plan.launch(_attn_fwd, "fwd", (q, k, v, out, lse), (plan.sm_scale * LOG2E,))
+    return out, lse
+
+
+def _backward(plan: _Plan, q, k, v, out, lse, dout):
+    from ._attn_bwd import _attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq
+
+    dout = dout.contiguous()
+    rows = plan.B * plan.H * plan.S
+    delta = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    _attn_bwd_delta[(_cdiv(rows, 64),)](out, dout, delta, rows, HEAD_DIM=plan.D, BLOCK=64)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    scales = (plan.sm_scale * LOG2E, plan.sm_scale)
+    plan.launch(_attn_bwd_dkdv, "dkdv", (q, k, v, dout, lse, delta, dk, dv), scales)
+    plan.launch(_attn_bwd_dq, "dq", (q, k, v, dout, lse, delta, dq), scales)
+    return dq, dk, dv
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _BlockSparseAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, plan):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        out, lse = _forward(plan, q, k, v)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.plan = plan
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = _backward(ctx.plan, q, k, v, out, lse, dout)
+        return dq, dk, dv, None
+
+
+def blocksparse_attention(q, k, v, layout, block, *, causal=False, sm_scale=None,
+                          key_padding_mask=None, key_padding_mask_mode="add",
+                          attn_mask=None, attn_mask_mode="mul", rpe=None):
+    """Block-sparse attention of ``(B, H, S, D)`` q, k, v on ``layout``'s non-zero blocks.
+
+    ``layout`` is ``(H, S/block, S/block)`` (or ``(1, ...)``/2-D: shared by every head) of 0/1.
+    ``key_padding_mask`` is ``(B, S)``, ``attn_mask`` ``(S, S)`` indexed [query, key], ``rpe``
+    ``(B or 1, H or 1, S, S)`` added to the scores; ``sm_scale`` defaults to D ** -0.5.
+    Returns a tensor shaped and typed like ``q``. Invalid arguments raise ValueError.
+    """
+    _check_qkv(q, k, v)
+    B, H, S, D = q.shape
+    _check_layout(layout, block, B, H, S)
+    if sm_scale is None:
+        sm_scale = D ** -0.5
+    elif isinstance(sm_scale, bool) or not isinstance(sm_scale, (int, float)) or not math.isfinite(sm_scale):
+        raise ValueError(f"sm_scale must be a finite number or None, got {sm_scale!r}")
+    causal = bool(causal)
+    kpm, kpm_kind = _prep_mask(key_padding_mask, key_padding_mask_mode, "key_padding_mask", (B, S), q.device)
+    am, am_kind = _prep_mask(attn_mask, attn_mask_mode, "attn_mask", (S, S), q.device)
+    rpe_t, rpe_sb, rpe_sh = _prep_rpe(rpe, B, H, S, q.device)
+
+    if not _use_triton(q):
+        as_layout(layout)  # same 0/1 validation as the kernel path
+        compute = torch.float32 if q.dtype != torch.float32 else None
+        out = blocksparse_attention_reference(
+            q, k, v, layout, block, causal=causal, sm_scale=sm_scale,
+            key_padding_mask=None if key_padding_mask is None else key_padding_mask.detach(),
+            key_padding_mask_mode=key_padding_mask_mode,
+            attn_mask=None if attn_mask is None else attn_mask.detach(), attn_mask_mode=attn_mask_mode,
+            rpe=None if rpe is None else rpe.detach(), compute_dtype=compute)
+        return out.to(q.dtype)
+
+    plan = _Plan(layout, block, causal, float(sm_scale), kpm, kpm_kind, am, am_kind, rpe_t,
+                 rpe_sb, rpe_sh, (B, H, S, D), q.dtype, q.device)
+    return _BlockSparseAttention.apply(q, k, v, plan)

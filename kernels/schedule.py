@@ -1,0 +1,137 @@
+"""Layout -> tile schedule of the fused attention kernels (forward, dQ and dK/dV).
+
+Every kernel program owns one *outer* tile of ``outer`` contiguous tokens (queries in the forward
+and dQ kernels, keys in dK/dV) and walks a list of *inner* tiles of ``inner`` tokens gathered from
+the layout's non-zero blocks on the other side. Small layout blocks are what this is for: with
+block 16 a 128x64 tile groups 8 query row-blocks and gathers 4 key blocks that need not be
+adjacent (their token rows are addressed through ``seg_start``), and a bit per (row-block, key
+block) pair says which of the 32 sub-blocks the layout really holds. Tiles whose bits are all set
+(and, when causal, lie wholly on or below the diagonal) come first in each list and run without
+any masking; the rest are masked element by element.
+
+Programs are listed heaviest-first (``order``) so that BigBird/Longformer global rows, which
+visit every key block, start at once instead of trailing behind a launch of light rows.
+
+Everything here is O(layout): a few int32 entries per non-zero block, no per-token buffer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .lut import as_layout, cached_per_layout
+
+MAX_TILE_BITS = 64  # sub-block bits of a tile live in one int64
+
+
+@dataclass(frozen=True)
+class TileSchedule:
+    """Gathered tiles of one direction of a layout, for ``outer x inner`` token tiles."""
+
+    outer: int  # tokens per outer tile (contiguous)
+    inner: int  # tokens per inner tile (gathered)
+    unit: int  # outer tokens per bit row: min(block, outer)
+    seg: int  # inner tokens per gathered segment: min(block, inner)
+    nseg: int  # segments per inner tile
+    num_outer: int  # outer tiles per head
+    per_head: bool  # False: one layout shared by every head (tables hold head 0 only)
+    tile_ptr: torch.Tensor  # int32 (Hl*num_outer + 1): tiles of outer tile r are tile_ptr[r]:[r+1]
+    num_full: torch.Tensor  # int32 (Hl*num_outer): leading tiles of each list that need no mask
+    seg_start: torch.Tensor  # int32 (T*nseg): first inner token of each segment
+    tile_bits: torch.Tensor  # int64 (T): bit g*nseg+s set = outer unit g sees segment s
+    order: torch.Tensor  # int32 (H*num_outer): h*num_outer + o, heaviest first
+    num_tiles: int
+    max_tiles: int  # longest list (the critical path of a launch)
+
+
+def _pow2_at_most(n: int, cap: int) -> int:
+    t = 1
+    while t * 2 <= cap and n % (t * 2) == 0:
+        t *= 2
+    return t
+
+
+def tile_size(seq_len: int, want: int) -> int:
+    """Largest power of two <= ``want`` dividing ``seq_len`` (tiles never straddle the end)."""
+    return _pow2_at_most(seq_len, want)
+
+
+def _build(lay: torch.Tensor, block: int, outer: int, inner: int, causal: bool,
+           transpose: bool, num_heads: int, device) -> TileSchedule:
+    Hl, R, C = lay.shape
+    if causal:
+        # Blocks above the diagonal hold only future keys: drop them before tiling.
+        lay = lay & torch.ones(R, C, dtype=torch.bool).tril()
+    if transpose:
+        lay = lay.transpose(1, 2)
+    unit, seg = min(block, outer), min(block, inner)
+    G, nseg = outer // unit, inner // seg
+    if G * nseg > MAX_TILE_BITS:
+        raise ValueError(f"tile {outer}x{inner} at block {block} needs {G * nseg} mask bits (> 64)")
+    lu = lay.repeat_interleave(block // unit, 1).repeat_interleave(block // seg, 2)
+    num_outer = lu.shape[1] // G
+    grp = lu.reshape(Hl, num_outer, G, lu.shape[2])
+    union = grp.any(2)  # inner segments any row of the outer tile needs
+    counts = union.sum(-1).flatten()
+    ntiles = (counts + nseg - 1) // nseg
+    tile_ptr = torch.zeros(Hl * num_outer + 1, dtype=torch.int64)
+    torch.cumsum(ntiles, 0, out=tile_ptr[1:])
+    entry_ptr = torch.cumsum(counts, 0) - counts
+    T = int(tile_ptr[-1])
+
+    nz = union.nonzero()  # (N, 3) in (head, outer, segment) order
+    row = nz[:, 0] * num_outer + nz[:, 1]
+    local = torch.arange(nz.shape[0]) - entry_ptr[row]
+    tile = tile_ptr[row] + local // nseg
+    slot = local % nseg
+    seg_start = torch.full((T, nseg), -1, dtype=torch.int64)
+    seg_start[tile, slot] = nz[:, 2] * seg
+    # Padding slots repeat slot 0 (always present): valid addresses, masked off by zero bits.
+    seg_start = torch.where(seg_start < 0, seg_start[:, :1], seg_start)
+
+    seen = grp[nz[:, 0], nz[:, 1], :, nz[:, 2]].long()  # (N, G)
+    shift = torch.arange(G)[None, :] * nseg + slot[:, None]
+    # Distinct bits, so a wrapping int64 sum is a bitwise or (bit 63 included).
+    bits = torch.zeros(T, dtype=torch.int64).index_add_(0, tile, (seen << shift).sum(1))
+    all_bits = -1 if G * nseg == 64 else (1 << (G * nseg)) - 1
+    full = bits == all_bits
+    row_of_tile = torch.repeat_interleave(torch.arange(Hl * num_outer), ntiles)
+    if causal and T:
+        o_start = (row_of_tile % num_outer) * outer
+        if transpose:  # outer = keys: full when every query is at or after the last key
+            full &= seg_start.min(1).values >= o_start + outer - 1
+        else:  # outer = queries: full when every key is at or before the first query
+            full &= seg_start.max(1).values + seg - 1 <= o_start
+    perm = torch.sort(row_of_tile * 2 + (~full).long(), stable=True).indices
+    seg_start, bits, full = seg_start[perm], bits[perm], full[perm]
+    num_full = torch.zeros(Hl * num_outer, dtype=torch.int64).index_add_(0, row_of_tile, full.long())
+
+    work = ntiles.reshape(Hl, num_outer).expand(num_heads, num_outer).flatten()
+    order = torch.sort(-work, stable=True).indices
+
+    def dev(t, dtype=torch.int32):
+        if t.numel() == 0:  # kernels index nothing, but want a real pointer
+            t = torch.zeros(1, dtype=t.dtype)
+        return t.to(device=device, dtype=dtype).contiguous()
+
+    return TileSchedule(
+        outer=outer, inner=inner, unit=unit, seg=seg, nseg=nseg, num_outer=num_outer,
+        per_head=Hl > 1,
+        tile_ptr=dev(tile_ptr), num_full=dev(num_full), seg_start=dev(seg_start.flatten()),
+        tile_bits=dev(bits, torch.int64), order=dev(order),
+        num_tiles=T, max_tiles=int(ntiles.max()) if ntiles.numel() else 0,
+    )
+
+
+def tile_schedule(layout: torch.Tensor, block: int, outer: int, inner: int, *, causal: bool,
+                  transpose: bool, num_heads: int, device=None) -> TileSchedule:
+    """Tile schedule of ``layout`` (cached per layout object, version and arguments).
+
+    ``transpose=False`` tiles query rows (forward, dQ); ``True`` tiles key columns (dK/dV).
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    key = ("tiles", block, outer, inner, causal, transpose, num_heads, str(device))
+    return cached_per_layout(
+        layout, key,
+        lambda: _build(as_layout(layout), block, outer, inner, causal, transpose, num_heads, device))
