@@ -30,7 +30,7 @@ def chunk_offsets(start, end, BLOCK: tl.constexpr, G: tl.constexpr):
     """
     i = tl.arange(0, BLOCK)
     g = tl.arange(0, G)
-    blk = start.to(tl.int64) + g
+    blk = g.to(tl.int64) + start
     offs = blk[None, :, None] * (BLOCK * BLOCK) + i[:, None, None] * BLOCK + i[None, None, :]
     ok = (start + g < end)[None, :, None]
     return offs, ok
