@@ -7,7 +7,7 @@ no atomics, so every gradient element is summed in a fixed order by one program.
 import triton
 import triton.language as tl
 
-from ._attn_common import _inner_tokens, _load_rows, _program, _scores
+from ._attn_common import _inner_tokens, _key_tile_scores, _load_rows, _program, _scores
 
 
 @triton.jit
@@ -55,41 +55,6 @@ def _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, row_base, t_begin
 
 
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, dO, LSE, Delta, dK, dV,
-                   order, tile_ptr, num_full, seg_start, tile_bits,
-                   KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                   B, H, S, NUM_OUTER, qk_scale, sm_scale,
-                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
-                   PER_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
-                   KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-                   DOT_PREC: tl.constexpr):
-    bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD)
-    bh = (bz * H + h).to(tl.int64)
-    base = bh * S * HEAD_DIM
-    oi = tl.arange(0, BLOCK_N)
-    tk = o * BLOCK_N + oi
-    k = _load_rows(K + base, tk, HEAD_DIM)
-    v = _load_rows(V + base, tk, HEAD_DIM)
-    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, t0, tf,
-                         seg_start, tile_bits, qk_scale, bz, h, S,
-                         KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                         HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, False, CAUSAL,
-                         KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
-    dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, tf, t1,
-                         seg_start, tile_bits, qk_scale, bz, h, S,
-                         KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                         HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, True, CAUSAL,
-                         KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
-    d = tl.arange(0, HEAD_DIM)
-    offs = base + tk.to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
-    tl.store(dK + offs, (dk * sm_scale).to(dK.dtype.element_ty))
-    tl.store(dV + offs, dv.to(dV.dtype.element_ty))
-
-
-@triton.jit
 def _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t_begin, t_end,
               seg_start, tile_bits, qk_scale, bz, h, S,
               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
@@ -98,18 +63,11 @@ def _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t_begin, t_end,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
               DOT_PREC: tl.constexpr):
-    ii = tl.arange(0, BLOCK_N)
     for t in range(t_begin, t_end):
-        tk = _inner_tokens(seg_start, t, BLOCK_N, SEG, NSEG)
-        k = _load_rows(K + base, tk, HEAD_DIM)
-        v = _load_rows(V + base, tk, HEAD_DIM)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-        bits = 0
-        if MASKED:
-            bits = tl.load(tile_bits + t)
-        s = _scores(qk, qk_scale, tq[:, None], tk[None, :], bz, h, S, bits, oi[:, None], ii[None, :],
-                    KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, UNIT, SEG, NSEG,
-                    MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+        k, v, s = _key_tile_scores(q, tq, oi, K, V, base, t, seg_start, tile_bits, qk_scale,
+                                   bz, h, S, KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                                   HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, MASKED, CAUSAL,
+                                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
         p = tl.math.exp2(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
@@ -118,35 +76,57 @@ def _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t_begin, t_end,
 
 
 @triton.jit
-def _attn_bwd_dq(Q, K, V, dO, LSE, Delta, dQ,
-                 order, tile_ptr, num_full, seg_start, tile_bits,
-                 KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                 B, H, S, NUM_OUTER, qk_scale, sm_scale,
-                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
-                 PER_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
-                 KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-                 DOT_PREC: tl.constexpr):
+def _attn_bwd(Q, K, V, dO, LSE, Delta, dQ, dK, dV,
+              order, tile_ptr, num_full, seg_start, tile_bits,
+              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+              B, H, S, NUM_OUTER, qk_scale, sm_scale,
+              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+              PER_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
+              KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+              DOT_PREC: tl.constexpr, KEYS_OUTER: tl.constexpr):
+    """dK/dV (KEYS_OUTER: a key tile of BLOCK_N over gathered query tiles of BLOCK_M) or dQ."""
     bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD)
     bh = (bz * H + h).to(tl.int64)
     base = bh * S * HEAD_DIM
-    oi = tl.arange(0, BLOCK_M)
-    tq = o * BLOCK_M + oi
-    q = _load_rows(Q + base, tq, HEAD_DIM)
-    do = _load_rows(dO + base, tq, HEAD_DIM)
-    lse = tl.load(LSE + bh * S + tq)
-    delta = tl.load(Delta + bh * S + tq)
-    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    dq = _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t0, tf,
-                   seg_start, tile_bits, qk_scale, bz, h, S,
-                   KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                   HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, False, CAUSAL,
-                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
-    dq = _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, tf, t1,
-                   seg_start, tile_bits, qk_scale, bz, h, S,
-                   KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                   HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
-                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
     d = tl.arange(0, HEAD_DIM)
-    tl.store(dQ + base + tq.to(tl.int64)[:, None] * HEAD_DIM + d[None, :],
-             (dq * sm_scale).to(dQ.dtype.element_ty))
+    if KEYS_OUTER:
+        oi = tl.arange(0, BLOCK_N)
+        tk = o * BLOCK_N + oi
+        k = _load_rows(K + base, tk, HEAD_DIM)
+        v = _load_rows(V + base, tk, HEAD_DIM)
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, t0, tf,
+                             seg_start, tile_bits, qk_scale, bz, h, S,
+                             KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                             HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, False, CAUSAL,
+                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, tf, t1,
+                             seg_start, tile_bits, qk_scale, bz, h, S,
+                             KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                             HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, True, CAUSAL,
+                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+        offs = base + tk.to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
+        tl.store(dK + offs, (dk * sm_scale).to(dK.dtype.element_ty))
+        tl.store(dV + offs, dv.to(dV.dtype.element_ty))
+    else:
+        oi = tl.arange(0, BLOCK_M)
+        tq = o * BLOCK_M + oi
+        q = _load_rows(Q + base, tq, HEAD_DIM)
+        do = _load_rows(dO + base, tq, HEAD_DIM)
+        lse = tl.load(LSE + bh * S + tq)
+        delta = tl.load(Delta + bh * S + tq)
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        dq = _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t0, tf,
+                       seg_start, tile_bits, qk_scale, bz, h, S,
+                       KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                       HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, False, CAUSAL,
+                       KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+        dq = _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, tf, t1,
+                       seg_start, tile_bits, qk_scale, bz, h, S,
+                       KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                       HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
+                       KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+        tl.store(dQ + base + tq.to(tl.int64)[:, None] * HEAD_DIM + d[None, :],
+                 (dq * sm_scale).to(dQ.dtype.element_ty))

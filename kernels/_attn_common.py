@@ -8,12 +8,6 @@ Scores are kept in log2 units (``qk * sm_scale * log2(e)``) so the kernels use `
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-
-# Mask kinds passed as constexprs: NONE, ADD (value added), KEEP (0 -> -inf, else kept).
-MASK_NONE, MASK_ADD, MASK_KEEP = 0, 1, 2
-
-
 @triton.jit
 def _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD: tl.constexpr):
     """(batch, head, outer tile, first tile, first masked tile, end) of this program.
@@ -86,3 +80,25 @@ def _scores(qk, qk_scale, tq, tk, bz, h, S, bits, oi, ii,
     if AM_MODE == 2:
         s = tl.where(tl.load(AM + tq.to(tl.int64) * S + tk) != 0, s, float("-inf"))
     return s
+
+
+@triton.jit
+def _key_tile_scores(q, tq, oi, K, V, base, t, seg_start, tile_bits, qk_scale, bz, h, S,
+                     KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+                     UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
+                     MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+                     KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+                     DOT_PREC: tl.constexpr):
+    """Gathered key tile ``t`` of a query-outer program: its K, V rows and the log2 scores."""
+    tk = _inner_tokens(seg_start, t, BLOCK_N, SEG, NSEG)
+    k = _load_rows(K + base, tk, HEAD_DIM)
+    v = _load_rows(V + base, tk, HEAD_DIM)
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+    bits = 0
+    if MASKED:
+        bits = tl.load(tile_bits + t)
+    s = _scores(qk, qk_scale, tq[:, None], tk[None, :], bz, h, S, bits, oi[:, None],
+                tl.arange(0, BLOCK_N)[None, :], KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                UNIT, SEG, NSEG, MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+    return k, v, s

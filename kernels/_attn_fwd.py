@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-from ._attn_common import _inner_tokens, _load_rows, _program, _scores
+from ._attn_common import _key_tile_scores, _load_rows, _program
 
 
 @triton.jit
@@ -14,20 +14,13 @@ def _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_base, t_begin, t_end,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
                DOT_PREC: tl.constexpr):
-    ii = tl.arange(0, BLOCK_N)
     # Only masks and biases can leave a row at -inf; full unbiased tiles skip the guard.
     GUARD: tl.constexpr = MASKED or HAS_RPE or KPM_MODE != 0 or AM_MODE != 0
     for t in range(t_begin, t_end):
-        tk = _inner_tokens(seg_start, t, BLOCK_N, SEG, NSEG)
-        k = _load_rows(K + kv_base, tk, HEAD_DIM)
-        v = _load_rows(V + kv_base, tk, HEAD_DIM)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-        bits = 0
-        if MASKED:
-            bits = tl.load(tile_bits + t)
-        s = _scores(qk, qk_scale, tq[:, None], tk[None, :], bz, h, S, bits, oi[:, None], ii[None, :],
-                    KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, UNIT, SEG, NSEG,
-                    MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+        k, v, s = _key_tile_scores(q, tq, oi, K, V, kv_base, t, seg_start, tile_bits, qk_scale,
+                                   bz, h, S, KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+                                   HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, MASKED, CAUSAL,
+                                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = m_new
         if GUARD:  # m_i itself keeps -inf, so a later tile's very negative scores still count

@@ -157,7 +157,7 @@ class _Plan:
         return tile_schedule(self.layout, self.block, outer, inner, causal=self.causal,
                              transpose=which == "dkdv", num_heads=self.H, device=self.device)
 
-    def launch(self, kernel, which, tensors, scales):
+    def launch(self, kernel, which, tensors, scales, **constexprs):
         sch = self.schedule(which)
         cfg = self.configs[which]
         dummy = tensors[0]
@@ -174,7 +174,7 @@ class _Plan:
             HEAD_DIM=self.D, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg, NSEG=sch.nseg,
             PER_HEAD=sch.per_head, CAUSAL=self.causal, KPM_MODE=self.kpm_kind,
             AM_MODE=self.am_kind, HAS_RPE=self.rpe is not None, DOT_PREC=self.dot_prec,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constexprs,
         )
 
 
@@ -188,16 +188,17 @@ def _forward(plan: _Plan, q, k, v):
 
 
 def _backward(plan: _Plan, q, k, v, out, lse, dout):
-    from ._attn_bwd import _attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq
+    from ._attn_bwd import _attn_bwd, _attn_bwd_delta
 
     dout = dout.contiguous()
     rows = plan.B * plan.H * plan.S
     delta = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     _attn_bwd_delta[(_cdiv(rows, 64),)](out, dout, delta, rows, HEAD_DIM=plan.D, BLOCK=64)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    tensors = (q, k, v, dout, lse, delta, dq, dk, dv)
     scales = (plan.sm_scale * LOG2E, plan.sm_scale)
-    plan.launch(_attn_bwd_dkdv, "dkdv", (q, k, v, dout, lse, delta, dk, dv), scales)
-    plan.launch(_attn_bwd_dq, "dq", (q, k, v, dout, lse, delta, dq), scales)
+    plan.launch(_attn_bwd, "dkdv", tensors, scales, KEYS_OUTER=True)
+    plan.launch(_attn_bwd, "dq", tensors, scales, KEYS_OUTER=False)
     return dq, dk, dv
 
 

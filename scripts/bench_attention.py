@@ -1,0 +1,215 @@
+"""Issue-3 performance table: fused block-sparse attention vs compiled Flex and SDPA FLASH.
+
+Same-run ratios on one GPU. Every case checks our output against Flex (or SDPA for the dense
+layout) on the same inputs before timing. Timing: ``triton.testing.do_bench`` median; memory in
+a separate pass. FLOPs count non-zero blocks only: 4*B*H*nnz*b^2*D forward, backward 2.5x.
+
+    python scripts/bench_attention.py [--cases SUBSTR ...] [--tune] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from sparsecli import (BigBirdSparsityConfig, BSLongformerSparsityConfig, DenseSparsityConfig,
+                       FixedSparsityConfig, LocalSlidingWindowSparsityConfig)
+from sparsecli.bench.flex import flex_attention_call, flex_block_mask
+from sparsecli.kernels import attention as attn
+from sparsecli.kernels import blocksparse_attention
+
+H = 16
+BF16, FP16 = torch.bfloat16, torch.float16
+
+
+@dataclass(frozen=True)
+class Case:
+    layout: str  # sliding / fixed / bigbird / longformer / dense
+    block: int
+    S: int
+    B: int
+    D: int
+    dtype: torch.dtype
+    mode: str  # fwd / fwdbwd
+    target: str  # which issue-3 row this case answers
+
+    @property
+    def case_id(self):
+        dt = "bf16" if self.dtype == BF16 else "fp16"
+        return f"{self.layout}-b{self.block}-S{self.S}-B{self.B}-D{self.D}-{dt}-{self.mode}"
+
+
+def make_layout(kind: str, block: int, S: int) -> torch.Tensor:
+    w = max(1, 384 // block)  # sliding windows span the same 384 tokens at every block size
+    cfg = {
+        "sliding": lambda: LocalSlidingWindowSparsityConfig(H, block, num_sliding_window_blocks=w,
+                                                            attention="bidirectional"),
+        "fixed": lambda: FixedSparsityConfig(H, block, num_local_blocks=max(1, 512 // block),
+                                             num_global_blocks=1),
+        "bigbird": lambda: BigBirdSparsityConfig(H, block, num_random_blocks=max(1, 128 // block),
+                                                 num_sliding_window_blocks=w,
+                                                 num_global_blocks=max(1, 128 // block)),
+        "longformer": lambda: BSLongformerSparsityConfig(H, block, num_sliding_window_blocks=w,
+                                                         global_block_indices=[0]),
+        "dense": lambda: DenseSparsityConfig(H, block),
+    }[kind]()
+    return cfg.make_layout(S)
+
+
+def cases():
+    out = []
+    for D in (64, 128):
+        for dt in (BF16, FP16):
+            for mode in ("fwd", "fwdbwd"):
+                out.append(Case("sliding", 128, 8192, 2, D, dt, mode, "b128<=0.9flex"))
+        out.append(Case("fixed", 128, 16384, 1, D, BF16, "fwd", "b128<=0.9flex"))
+        out.append(Case("fixed", 128, 16384, 1, D, BF16, "fwdbwd", "b128<=0.9flex"))
+        out.append(Case("bigbird", 128, 16384, 1, D, BF16, "fwd", "global<=0.67flex"))
+        out.append(Case("longformer", 128, 32768, 1, D, BF16, "fwd", "global<=0.67flex"))
+    for block in (16, 32, 64):
+        for mode in ("fwd", "fwdbwd"):
+            out.append(Case("sliding", block, 8192, 2, 64, BF16, mode, "small>=3xflex"))
+        out.append(Case("bigbird", block, 16384, 1, 64, BF16, "fwd", "small>=3xflex"))
+    for D in (64, 128):
+        for mode in ("fwd", "fwdbwd"):
+            out.append(Case("dense", 128, 4096, 4, D, BF16, mode, "dense>=1.2xflash"))
+    out.append(Case("dense", 128, 4096, 4, 64, FP16, "fwd", "dense>=1.2xflash"))
+    return out
+
+
+def rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def step(fn, q, k, v, dout, mode):
+    if mode == "fwd":
+        return lambda: fn(q, k, v)
+    return lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), dout)
+
+
+def peak_mib(run):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    run()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def run_case(c: Case, check=True):
+    lay = make_layout(c.layout, c.block, c.S).cuda()
+    nnz = int(lay.sum())  # over all H heads
+    q, k, v = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype,
+                           requires_grad=c.mode == "fwdbwd") for _ in range(3))
+    dout = torch.randn_like(q)
+    ours = lambda q, k, v: blocksparse_attention(q, k, v, lay, c.block)  # noqa: E731
+    bm = flex_block_mask(lay, c.block, c.S)
+    flex = lambda q, k, v: flex_attention_call(q, k, v, bm)  # noqa: E731
+
+    def flash(q, k, v):
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    row = dict(case_id=c.case_id, **{k_: (str(v_) if k_ == "dtype" else v_) for k_, v_ in asdict(c).items()})
+    row["density"] = nnz / (H * (c.S // c.block) ** 2)
+    if check:
+        with torch.no_grad():
+            want = flash(q, k, v) if c.layout == "dense" else flex(q, k, v)
+            row["rel_err_vs_baseline"] = rel(ours(q, k, v), want)
+    flops = 4 * c.B * nnz * c.block**2 * c.D * (3.5 if c.mode == "fwdbwd" else 1.0)
+    dense_flops = 4 * c.B * H * c.S**2 * c.D * (3.5 if c.mode == "fwdbwd" else 1.0)
+    for name, fn, fl in (("ours", ours, flops), ("flex", flex, flops), ("flash", flash, dense_flops)):
+        ms = triton.testing.do_bench(step(fn, q, k, v, dout, c.mode), warmup=50, rep=200,
+                                     return_mode="median")
+        row[f"{name}_ms"] = ms
+        row[f"{name}_tflops"] = fl / ms / 1e9
+        if c.mode == "fwdbwd":
+            row[f"{name}_peak_mib"] = peak_mib(step(fn, q, k, v, dout, c.mode))
+    row["ours_over_flex"] = row["ours_ms"] / row["flex_ms"]
+    row["ours_over_flash"] = row["ours_ms"] / row["flash_ms"]
+    return row
+
+
+TUNE_FWD = [attn.KernelConfig(*t) for t in (
+    (128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3),
+    (128, 64, 8, 4), (64, 128, 4, 3))]
+TUNE_BWD = [(attn.KernelConfig(*a), attn.KernelConfig(*b)) for a, b in (
+    ((128, 64, 8, 2), (128, 64, 8, 2)), ((128, 32, 4, 3), (128, 32, 4, 3)),
+    ((128, 64, 8, 3), (128, 32, 8, 3)), ((64, 64, 4, 3), (64, 64, 4, 3)),
+    ((128, 32, 8, 2), (64, 64, 4, 2)))]
+
+
+def tune(selected):
+    """Time fwd configs (fwd cases) or bwd configs (fwdbwd cases) per case; print the ranking."""
+    rows = []
+    for c in selected:
+        fwd0, dkdv0, dq0 = attn.default_configs(c.block, c.D, c.dtype)
+        variants = ([(f, dkdv0, dq0) for f in TUNE_FWD] if c.mode == "fwd"
+                    else [(fwd0, a, b) for a, b in TUNE_BWD])
+        for cfg in variants:
+            attn.CONFIG_OVERRIDE = cfg
+            try:
+                r = run_case(c, check=True)
+            except Exception as e:  # a config that does not fit (shared memory) is just skipped
+                print(f"  {c.case_id} {cfg}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+                continue
+            r["config"] = [asdict(x) for x in cfg]
+            rows.append(r)
+            print(f"  {c.case_id} {[tuple(asdict(x).values()) for x in cfg]}: ours {r['ours_ms']:.3f} ms "
+                  f"({r['ours_tflops']:.0f} TF/s) flex {r['flex_ms']:.3f} err {r['rel_err_vs_baseline']:.1e}",
+                  file=sys.stderr, flush=True)
+    attn.CONFIG_OVERRIDE = None
+    return rows
+
+
+def env():
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return dict(gpu=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
+                torch=torch.__version__, triton=triton.__version__, cuda=torch.version.cuda, git_sha=sha)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="*", default=[], help="keep cases whose id contains any of these")
+    ap.add_argument("--tune", action="store_true", help="sweep tile configs instead of the table")
+    ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
+    args = ap.parse_args()
+    torch._dynamo.config.cache_size_limit = 64
+    torch._dynamo.config.automatic_dynamic_shapes = False  # Flex compiled per shape, as users run it
+    selected = [c for c in cases() if not args.cases or any(s in c.case_id for s in args.cases)]
+    if args.tune:
+        rows = tune(selected)
+    else:
+        rows = []
+        for c in selected:
+            rows.append(run_case(c))
+            r = rows[-1]
+            print(f"{c.case_id:42s} ours {r['ours_ms']:8.3f} ms {r['ours_tflops']:6.0f} TF/s | "
+                  f"flex x{r['ours_over_flex']:.2f} flash x{r['ours_over_flash']:.2f} "
+                  f"err {r['rel_err_vs_baseline']:.1e}", file=sys.stderr, flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"schema_version": 1, "env": env(), "results": rows}, f, indent=1)
+    if not args.tune:
+        print_table(rows)
+
+
+def print_table(rows):
+    print(f"{'case':44s} {'ours ms':>8s} {'TF/s':>5s} {'flex ms':>8s} {'TF/s':>5s} {'flash ms':>8s} "
+          f"{'/flex':>5s} {'/flash':>6s} {'peakMiB o/f/fl':>16s} target")
+    for r in rows:
+        mem = "" if "ours_peak_mib" not in r else \
+            f"{r['ours_peak_mib']:.0f}/{r['flex_peak_mib']:.0f}/{r['flash_peak_mib']:.0f}"
+        print(f"{r['case_id']:44s} {r['ours_ms']:8.3f} {r['ours_tflops']:5.0f} {r['flex_ms']:8.3f} "
+              f"{r['flex_tflops']:5.0f} {r['flash_ms']:8.3f} {r['ours_over_flex']:5.2f} "
+              f"{r['ours_over_flash']:6.2f} {mem:>16s} {r['target']}")
+
+
+if __name__ == "__main__":
+    main()
