@@ -16,7 +16,7 @@ _EXPORTS = {
     "BSLongformerSparsityConfig": ".layouts",
     "LocalSlidingWindowSparsityConfig": ".layouts",
     "SparseSelfAttention": ".attention",
-    "BertSparseSelfAttention": ".attention",
+    "BertSparseSelfAttention": ".bert",
     "SparseAttentionUtils": ".hf",
 }
 

@@ -131,10 +131,11 @@ def _resolve(kind, preset, heads, seq):
         p = load_preset(preset)
         if kind is not None and kind.value != p.sparsity.mode:
             raise UserError(f"KIND {kind.value} contradicts the preset's mode {p.sparsity.mode}; drop one")
-        return p.sparsity.mode, heads or p.sparsity.num_heads, dict(p.sparsity.values), seq or p.seq_len
+        return (p.sparsity.mode, p.sparsity.num_heads if heads is None else heads, dict(p.sparsity.values),
+                p.seq_len if seq is None else seq)
     if kind is None:
         raise UserError("give a layout KIND (" + ", ".join(KINDS) + ") or --preset NAME")
-    return kind.value, heads or 16, {}, seq or 4096
+    return kind.value, 16 if heads is None else heads, {}, 4096 if seq is None else seq
 
 
 def _write(path: Path, writer) -> Path:

@@ -1,0 +1,135 @@
+"""``BertSparseSelfAttention``: sparse self-attention as a drop-in for HF BERT/RoBERTa layers.
+
+It replaces ``layer.attention.self`` of Hugging Face BERT and RoBERTa. It takes what their
+``BertAttention`` passes — transformers 5.x keywords or 4.x positional arguments — and returns
+``(context, None)``: 5.x unpacks two values, 4.x indexes ``[0]`` and forwards the rest. No
+transformers import is needed: anything with ``hidden_size``, ``num_attention_heads`` (and
+optionally ``max_position_embeddings``) works as ``config``, as in DeepSpeed.
+
+Masks arrive in whatever form the model's attention implementation made
+(:func:`hf_mask_to_sparse`); lengths that are not a multiple of the block are padded with masked
+keys inside the layer and cropped again, so any length runs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import SparseSelfAttention
+from .kernels.masks import additive_mask
+from .layouts import FixedSparsityConfig
+
+# transformers 4.x passed these positionally after attention_mask.
+_LEGACY_ARGS = ("head_mask", "encoder_hidden_states", "encoder_attention_mask", "past_key_value",
+                "output_attentions")
+_UNSUPPORTED = {
+    "head_mask": "head_mask",
+    "encoder_hidden_states": "cross-attention (encoder_hidden_states)",
+    "encoder_attention_mask": "cross-attention (encoder_attention_mask)",
+    "past_key_value": "a key/value cache (past_key_value)",
+    "past_key_values": "a key/value cache (past_key_values)",
+}
+
+
+def default_max_seq_length(config, block: int) -> int:
+    """DeepSpeed's 2048, or the model's position count rounded up to the block when longer."""
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    return max(2048, -(-positions // block) * block)
+
+
+def hf_mask_to_sparse(mask, B: int, L: int):
+    """Turn the mask HF hands to self-attention into ``(key_padding_mask, rpe)``.
+
+    - ``None``: no mask.
+    - 2-D ``(B, L)``: HF's ``attention_mask`` convention (1/True keep, 0/False pad), as the
+      flash-attention implementation passes it -> bool key padding mask.
+    - 4-D ``(B, 1|H, 1|L, L)`` equal for every query and head (padding only, what BERT's eager
+      and sdpa paths build) -> key padding mask, bool = keep, float = additive (extended mask).
+    - any other 4-D mask (e.g. a decoder's causal mask) -> an additive ``rpe`` bias (bool -> 0/-inf);
+      correct but slower, as the kernel then reads an L x L bias.
+    """
+    if mask is None:
+        return None, None
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(f"attention_mask must be a tensor or None, got {type(mask).__name__} "
+                         "(flex-attention block masks are not supported)")
+    if mask.dim() == 2:
+        if tuple(mask.shape) != (B, L):
+            raise ValueError(f"a 2-D attention_mask must be (B, L) = ({B}, {L}), got {tuple(mask.shape)}")
+        return mask != 0, None
+    if mask.dim() != 4 or mask.shape[-1] != L or mask.shape[0] not in (1, B) or mask.shape[2] not in (1, L):
+        raise ValueError(f"attention_mask must be (B, L) or (B, 1|H, 1|L, L) with B={B}, L={L}, "
+                         f"got {tuple(mask.shape)}")
+    first = mask[:, :1, :1, :]
+    if mask.shape[1] == mask.shape[2] == 1 or bool((mask == first).all()):
+        return first[:, 0, 0, :].expand(B, L), None
+    return None, additive_mask(mask, "mul" if mask.dtype == torch.bool else "add", "attention_mask")
+
+
+def _pad_keys(kpm, rpe, B: int, L: int, pad: int, device):
+    """Extend the masks by ``pad`` masked key positions (and rows, for rpe)."""
+    if kpm is None:
+        kpm = torch.ones(B, L, dtype=torch.bool, device=device)
+    fill = False if kpm.dtype == torch.bool else float("-inf")
+    kpm = torch.cat([kpm, torch.full((B, pad), fill, dtype=kpm.dtype, device=kpm.device)], dim=1)
+    if rpe is not None:
+        rpe = F.pad(rpe, (0, pad, 0, pad), value=float("-inf"))
+    return kpm, rpe
+
+
+class BertSparseSelfAttention(nn.Module):
+    """Sparse self-attention for BERT-style layers: query/key/value projections + SparseSelfAttention.
+
+    Args:
+        config: a BERT/RoBERTa config (``hidden_size``, ``num_attention_heads``).
+        sparsity_config: default ``FixedSparsityConfig(num_heads=config.num_attention_heads)``,
+            a fresh one per layer; its ``num_heads`` must equal the model's head count.
+        max_seq_length: longest sequence; default max(2048, max_position_embeddings rounded up to
+            the block).
+        backend, causal: passed to :class:`SparseSelfAttention`.
+
+    Like DeepSpeed's it applies no dropout to the attention probabilities.
+    """
+
+    def __init__(self, config, sparsity_config=None, *, max_seq_length=None, backend="fused", causal=None):
+        super().__init__()
+        heads, hidden = config.num_attention_heads, config.hidden_size
+        if hidden % heads != 0:
+            raise ValueError(f"The hidden size ({hidden}) is not a multiple of the number of attention heads ({heads})")
+        self.num_attention_heads = heads
+        self.attention_head_size = hidden // heads
+        self.all_head_size = heads * self.attention_head_size
+        self.query = nn.Linear(hidden, self.all_head_size)
+        self.key = nn.Linear(hidden, self.all_head_size)
+        self.value = nn.Linear(hidden, self.all_head_size)
+        if sparsity_config is None:
+            sparsity_config = FixedSparsityConfig(num_heads=heads)
+        if sparsity_config.num_heads != heads:
+            raise ValueError(f"sparsity_config.num_heads is {sparsity_config.num_heads} but the model has {heads} "
+                             f"attention heads; build the sparsity config with num_heads={heads}")
+        if max_seq_length is None:
+            max_seq_length = default_max_seq_length(config, sparsity_config.block)
+        self.sparse_self_attention = SparseSelfAttention(
+            sparsity_config, max_seq_length=max_seq_length, backend=backend, causal=causal)
+
+    def transpose_for_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, L, H*D)`` -> ``(B, H, L, D)``."""
+        return x.view(*x.shape[:-1], self.num_attention_heads, self.attention_head_size).transpose(1, 2)
+
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        """Self-attention of ``(B, L, hidden)``; returns ``(context (B, L, H*D), None)``."""
+        given = dict(zip(_LEGACY_ARGS, args), **kwargs)
+        for name, what in _UNSUPPORTED.items():
+            if given.get(name) is not None:
+                raise ValueError(f"BertSparseSelfAttention does not support {what}; it is encoder self-attention only")
+        B, L, _ = hidden_states.shape
+        kpm, rpe = hf_mask_to_sparse(attention_mask, B, L)
+        q, k, v = (self.transpose_for_scores(lin(hidden_states)) for lin in (self.query, self.key, self.value))
+        pad = (-L) % self.sparse_self_attention.block
+        if pad:
+            q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+            kpm, rpe = _pad_keys(kpm, rpe, B, L, pad, hidden_states.device)
+        context = self.sparse_self_attention(q, k, v, rpe=rpe, key_padding_mask=kpm)
+        context = context[:, :, :L].transpose(1, 2).reshape(B, L, self.all_head_size)
+        return context, None
