@@ -209,7 +209,7 @@ class SparseSelfAttention(nn.Module):
     @staticmethod
     def transpose_key_for_scores(x: torch.Tensor, L: int) -> torch.Tensor:
         """Undo a pre-transposed key ``(B, H, D, L)``. As in DeepSpeed, D == L cannot be told apart."""
-        return x.transpose(-1, -2) if x.dim() == 4 and x.size(2) != L else x
+        return x.transpose(-1, -2) if x.dim() == 4 and x.size(2) != L and x.size(3) == L else x
 
     @staticmethod
     def key_padding_for_sparse(mask, B: int, L: int, device) -> torch.Tensor | None:
