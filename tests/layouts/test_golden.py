@@ -9,13 +9,12 @@ import torch
 
 import sparsecli
 
-GOLDEN = next(
-    (p for p in (Path(__file__).resolve().parents[2] / "shared" / "golden", Path(__file__).resolve().parents[3] / "shared" / "golden") if p.is_dir()),
-    None,
-)
-pytestmark = pytest.mark.skipif(GOLDEN is None, reason="../shared/golden is not beside this checkout")
-CASES = json.loads((GOLDEN / "cases.json").read_text()) if GOLDEN else []
-LAYOUTS = np.load(GOLDEN / "layouts.npz") if GOLDEN else {}
+HERE = Path(__file__).resolve().parent
+# The shared acceptance set beside the checkout wins (it may have grown); the committed copy of
+# the public subset keeps the suite self-contained.
+GOLDEN = next(p for p in (HERE.parents[2] / "shared" / "golden", HERE / "golden") if (p / "cases.json").is_file())
+CASES = json.loads((GOLDEN / "cases.json").read_text())
+LAYOUTS = np.load(GOLDEN / "layouts.npz")
 # DeepSpeed crashes that we turn into clean errors (README of the golden set).
 CRASH_TYPES = {"ZeroDivisionError", "UnboundLocalError", "AttributeError"}
 
