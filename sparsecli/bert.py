@@ -38,7 +38,7 @@ def default_max_seq_length(config, block: int) -> int:
     return max(2048, -(-positions // block) * block)
 
 
-def hf_mask_to_sparse(mask, B: int, L: int):
+def hf_mask_to_sparse(mask, B: int, L: int, causal: bool = False):
     """Turn the mask HF hands to self-attention into ``(key_padding_mask, rpe)``.
 
     - ``None``: no mask.
@@ -46,8 +46,9 @@ def hf_mask_to_sparse(mask, B: int, L: int):
       flash-attention implementation passes it -> bool key padding mask.
     - 4-D ``(B, 1|H, 1|L, L)`` equal for every query and head (padding only, what BERT's eager
       and sdpa paths build) -> key padding mask, bool = keep, float = additive (extended mask).
-    - any other 4-D mask (e.g. a decoder's causal mask) -> an additive ``rpe`` bias (bool -> 0/-inf);
-      correct but slower, as the kernel then reads an L x L bias.
+      With ``causal``, only the entries on and below the diagonal must agree (a decoder's mask).
+    - any other 4-D mask -> an additive ``rpe`` bias (bool -> 0/-inf); correct but slower, as
+      the kernel then reads an L x L bias.
     """
     if mask is None:
         return None, None
@@ -61,9 +62,14 @@ def hf_mask_to_sparse(mask, B: int, L: int):
     if mask.dim() != 4 or mask.shape[-1] != L or mask.shape[0] not in (1, B) or mask.shape[2] not in (1, L):
         raise ValueError(f"attention_mask must be (B, L) or (B, 1|H, 1|L, L) with B={B}, L={L}, "
                          f"got {tuple(mask.shape)}")
-    first = mask[:, :1, :1, :]
-    if mask.shape[1] == mask.shape[2] == 1 or bool((mask == first).all()):
-        return first[:, 0, 0, :].expand(B, L), None
+    last = mask[:, :1, -1:, :]  # the last query sees every key, causal or not
+    if mask.shape[1] == mask.shape[2] == 1:
+        return last[:, 0, 0, :].expand(B, L), None
+    same = mask == last
+    if causal:
+        same = same | torch.ones(L, L, dtype=torch.bool, device=mask.device).triu(1)
+    if bool(same.all()):
+        return last[:, 0, 0, :].expand(B, L), None
     return None, additive_mask(mask, "mul" if mask.dtype == torch.bool else "add", "attention_mask")
 
 
@@ -87,7 +93,9 @@ class BertSparseSelfAttention(nn.Module):
             a fresh one per layer; its ``num_heads`` must equal the model's head count.
         max_seq_length: longest sequence; default max(2048, max_position_embeddings rounded up to
             the block).
-        backend, causal: passed to :class:`SparseSelfAttention`.
+        backend, causal: passed to :class:`SparseSelfAttention`; ``causal=None`` is True for a
+            decoder (``config.is_decoder``, where HF's attention is causal) and otherwise follows
+            the sparsity config.
 
     Like DeepSpeed's it applies no dropout to the attention probabilities.
     """
@@ -110,6 +118,8 @@ class BertSparseSelfAttention(nn.Module):
                              f"attention heads; build the sparsity config with num_heads={heads}")
         if max_seq_length is None:
             max_seq_length = default_max_seq_length(config, sparsity_config.block)
+        if causal is None and getattr(config, "is_decoder", False):
+            causal = True
         self.sparse_self_attention = SparseSelfAttention(
             sparsity_config, max_seq_length=max_seq_length, backend=backend, causal=causal)
 
@@ -122,9 +132,10 @@ class BertSparseSelfAttention(nn.Module):
         given = dict(zip(_LEGACY_ARGS, args), **kwargs)
         for name, what in _UNSUPPORTED.items():
             if given.get(name) is not None:
-                raise ValueError(f"BertSparseSelfAttention does not support {what}; it is encoder self-attention only")
+                raise ValueError(f"BertSparseSelfAttention does not support {what}: it is self-attention without a "
+                                 "cache (call a decoder with use_cache=False)")
         B, L, _ = hidden_states.shape
-        kpm, rpe = hf_mask_to_sparse(attention_mask, B, L)
+        kpm, rpe = hf_mask_to_sparse(attention_mask, B, L, self.sparse_self_attention.causal)
         q, k, v = (self.transpose_for_scores(lin(hidden_states)) for lin in (self.query, self.key, self.value))
         pad = (-L) % self.sparse_self_attention.block
         if pad:
