@@ -1,0 +1,194 @@
+"""The sweep: presets x overrides -> benchmark cases with stable ids, and each case's layout figures.
+
+A *case* is one shape (preset, pass, dtype, seq, batch, heads, head dim, causal) on one provider.
+Its ``case_id`` is the baseline key, so it is built only from what the user chose, in a fixed
+order, and never from anything measured.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field, replace
+
+from ..errors import UserError
+from ..preset_loader import DTYPES, HEAD_DIMS, PASSES, PROVIDERS, Preset
+
+# Providers that compute the preset's block-sparse function; the others run full dense attention.
+SPARSE_SEMANTICS = ("sparse", "three-op", "sdpa-masked", "flex", "naive")
+FLASH, FLEX = "sdpa-flash", "flex"
+BWD_FLOP_FACTOR = 2.5  # backward = 2.5x forward (two recomputed products + three gradients)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Everything that fixes the inputs; providers of one shape share q, k, v and dout."""
+
+    preset: str
+    seq_len: int
+    batch: int
+    heads: int
+    head_dim: int
+    dtype: str
+    causal: bool
+
+    @property
+    def key(self) -> str:
+        causal = "-causal" if self.causal else ""
+        return f"S{self.seq_len}-B{self.batch}-H{self.heads}-D{self.head_dim}-{self.dtype}{causal}"
+
+
+@dataclass(frozen=True)
+class Case:
+    shape: Shape
+    pass_: str
+    provider: str
+
+    @property
+    def group_id(self) -> str:
+        """The case without its provider: rows of one group are timed on the same inputs."""
+        return f"{self.shape.preset}/{self.pass_}/{self.shape.key}"
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.group_id}/{self.provider}"
+
+    @property
+    def sparse(self) -> bool:
+        return self.provider in SPARSE_SEMANTICS
+
+
+@dataclass
+class Overrides:
+    """Command-line values that replace the preset's ``bench:`` entries (None = keep)."""
+
+    seq_lens: tuple | None = None
+    dtypes: tuple | None = None
+    passes: tuple | None = None
+    providers: tuple | None = None
+    batch: int | None = None
+    head_dims: tuple | None = None
+
+
+@dataclass
+class Plan:
+    presets: list  # [Preset]
+    cases: list = field(default_factory=list)  # [Case], grouped by shape then pass
+
+
+def check_choices(values, allowed, flag) -> tuple:
+    """Validate a comma-separated option's items; a typo gets a suggestion."""
+    import difflib
+
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        close = difflib.get_close_matches(bad[0], list(allowed), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"{flag}: unknown value {bad[0]!r}{hint}; use one of {', '.join(map(str, allowed))}")
+    if not values:
+        raise UserError(f"{flag} must not be empty")
+    return tuple(dict.fromkeys(values))
+
+
+def validate_overrides(o: Overrides) -> Overrides:
+    def ints(vals, flag, allowed=None):
+        if vals is None:
+            return None
+        if any(v <= 0 for v in vals):
+            raise UserError(f"{flag} takes positive integers, got {','.join(map(str, vals))}")
+        return check_choices(vals, allowed, flag) if allowed else tuple(vals)
+
+    return Overrides(
+        seq_lens=ints(o.seq_lens, "--seq"),
+        dtypes=None if o.dtypes is None else check_choices(o.dtypes, DTYPES, "--dtype"),
+        passes=None if o.passes is None else check_choices(o.passes, PASSES, "--pass"),
+        providers=None if o.providers is None else check_choices(o.providers, PROVIDERS, "--providers"),
+        batch=None if o.batch is None else ints((o.batch,), "--batch")[0],
+        head_dims=ints(o.head_dims, "--head-dim", HEAD_DIMS),
+    )
+
+
+def expand(presets: list[Preset], overrides: Overrides | None = None) -> Plan:
+    """Every (shape, pass, provider) of the presets' sweeps, with the overrides applied."""
+    o = validate_overrides(overrides or Overrides())
+    plan = Plan(list(presets))
+    for p in presets:
+        b = p.bench
+        block = p.sparsity.values["block"]
+        seqs = o.seq_lens or b.seq_lens
+        for s in seqs:
+            if s % block:
+                raise UserError(f"--seq {s} is not a multiple of {p.name}'s block size {block}")
+        for seq in seqs:
+            batch = o.batch or b.batch_for(seq)
+            for dtype in o.dtypes or b.dtypes:
+                for head_dim in o.head_dims or b.head_dims:
+                    shape = Shape(p.name, seq, batch, p.sparsity.num_heads, head_dim, dtype, b.causal)
+                    for pass_ in o.passes or b.passes:
+                        for provider in o.providers or b.providers:
+                            plan.cases.append(Case(shape, pass_, provider))
+    ids = [c.case_id for c in plan.cases]
+    if len(set(ids)) != len(ids):
+        raise UserError("two presets of the same name in one run would share case ids; rename one file")
+    return plan
+
+
+def shapes(plan: Plan) -> list[Shape]:
+    return list(dict.fromkeys(c.shape for c in plan.cases))
+
+
+# -- the layout of a shape and the figures derived from it ------------------------------------
+
+def preset_of(plan: Plan, shape: Shape) -> Preset:
+    return next(p for p in plan.presets if p.name == shape.preset)
+
+
+def build_layout(preset: Preset, seq_len: int):
+    """The preset's (H, nb, nb) layout at ``seq_len``; random kinds are seeded as ``layout`` does."""
+    config = preset.sparsity.build()
+    random.seed(preset.seed or 0)
+    return config.make_layout(seq_len)
+
+
+def layout_fingerprint(preset: Preset) -> str:
+    """Short hash of what builds the layout: a baseline entry is void if it changes."""
+    doc = {"mode": preset.sparsity.mode, "heads": preset.sparsity.num_heads,
+           "values": preset.sparsity.values, "seed": preset.seed}
+    return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class LayoutFigures:
+    block: int
+    nnz_blocks: int  # over all heads
+    density: float
+    pairs: int  # attended (query, key) pairs over all heads, causal diagonal counted exactly
+
+
+def layout_figures(layout, block: int, causal: bool) -> LayoutFigures:
+    lay = layout.bool()
+    H, nb, _ = lay.shape
+    nnz = int(lay.sum())
+    pairs = nnz * block * block
+    if causal:
+        import torch
+
+        upper = int(torch.triu(lay, diagonal=1).sum())
+        diag = int(torch.diagonal(lay, dim1=1, dim2=2).sum())
+        pairs -= upper * block * block + diag * block * (block - 1) // 2
+    return LayoutFigures(block, nnz, nnz / (H * nb * nb), pairs)
+
+
+def flops(case: Case, figures: LayoutFigures) -> tuple[float, float]:
+    """(FLOPs on non-zero blocks, dense-equivalent FLOPs) of one call: 4*B*pairs*D forward."""
+    s = case.shape
+    dense_pairs = s.heads * s.seq_len * s.seq_len
+    if s.causal:
+        dense_pairs = s.heads * s.seq_len * (s.seq_len + 1) // 2
+    factor = {"fwd": 1.0, "bwd": BWD_FLOP_FACTOR, "fwd+bwd": 1.0 + BWD_FLOP_FACTOR}[case.pass_]
+    return (4.0 * s.batch * figures.pairs * s.head_dim * factor,
+            4.0 * s.batch * dense_pairs * s.head_dim * factor)
+
+
+def with_provider(case: Case, provider: str) -> Case:
+    return replace(case, provider=provider)

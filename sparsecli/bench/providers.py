@@ -1,0 +1,140 @@
+"""Providers: each turns a shape's layout into an attention callable ``fn(q, k, v) -> out``.
+
+``setup(ctx)`` does the per-layout work (index tables, masks, BlockMask) so the runner can time
+it apart from the calls. Dense ``sdpa-*`` providers are pinned to one backend: an unpinned SDPA
+call may silently fall back to another kernel and the row would measure the wrong thing.
+A provider that cannot run raises; ``classify`` turns the exception into the row's status.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .cases import SPARSE_SEMANTICS
+
+
+@dataclass
+class Ctx:
+    layout: torch.Tensor  # (H, nb, nb) on the device, a fresh object per setup
+    block: int
+    causal: bool
+    sm_scale: float
+    seq_len: int
+
+
+Attn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _sparse(ctx: Ctx) -> Attn:
+    from ..kernels import blocksparse_attention
+
+    return lambda q, k, v: blocksparse_attention(q, k, v, ctx.layout, ctx.block, causal=ctx.causal,
+                                                 sm_scale=ctx.sm_scale)
+
+
+def _three_op(ctx: Ctx) -> Attn:
+    from ..kernels import MatMul, Softmax
+
+    sdd = MatMul(ctx.layout, ctx.block, "sdd", trans_a=False, trans_b=True)
+    softmax = Softmax(ctx.layout, ctx.block)
+    dsd = MatMul(ctx.layout, ctx.block, "dsd")
+    # DeepSpeed's way to be causal on this path: a multiplicative (S, S) lower-triangular mask.
+    tril = None
+    if ctx.causal:
+        S = ctx.seq_len
+        tril = torch.ones(S, S, device=ctx.layout.device).tril()
+
+    def fn(q, k, v):
+        w = softmax(sdd(q, k), scale=ctx.sm_scale, attn_mask=tril, attn_mask_mode="mul")
+        return dsd(w, v)
+
+    return fn
+
+
+def _token_mask(ctx: Ctx) -> torch.Tensor:
+    from ..kernels import token_mask
+
+    return token_mask(ctx.layout, ctx.block, ctx.causal)
+
+
+def _sdpa_masked(ctx: Ctx) -> Attn:
+    mask = _token_mask(ctx)[None]  # (1, H, S, S) bool: what people do without a sparse kernel
+
+    return lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, scale=ctx.sm_scale)
+
+
+def _naive(ctx: Ctx) -> Attn:
+    mask = _token_mask(ctx)[None]
+
+    def fn(q, k, v):
+        scores = (q @ k.transpose(-1, -2)) * ctx.sm_scale
+        return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
+
+    return fn
+
+
+def _flex(ctx: Ctx) -> Attn:
+    from . import flex
+
+    # Flex is compiled per shape, as users run it; one preset sweep holds many shapes.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    torch._dynamo.config.automatic_dynamic_shapes = False
+    block_mask = flex.flex_block_mask(ctx.layout, ctx.block, ctx.seq_len, causal=ctx.causal,
+                                      device=ctx.layout.device)
+    return lambda q, k, v: flex.flex_attention_call(q, k, v, block_mask, sm_scale=ctx.sm_scale)
+
+
+def _pinned(backend_name: str):
+    def setup(ctx: Ctx) -> Attn:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backend = getattr(SDPBackend, backend_name)
+
+        def fn(q, k, v):
+            with sdpa_kernel(backend):
+                return torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, is_causal=ctx.causal, scale=ctx.sm_scale)
+
+        return fn
+
+    return setup
+
+
+SETUPS = {
+    "sparse": _sparse,
+    "three-op": _three_op,
+    "sdpa-flash": _pinned("FLASH_ATTENTION"),
+    "sdpa-cudnn": _pinned("CUDNN_ATTENTION"),
+    "sdpa-efficient": _pinned("EFFICIENT_ATTENTION"),
+    "sdpa-masked": _sdpa_masked,
+    "flex": _flex,
+    "naive": _naive,
+}
+
+
+def setup(provider: str, ctx: Ctx) -> Attn:
+    return SETUPS[provider](ctx)
+
+
+def uses_layout(provider: str) -> bool:
+    return provider in SPARSE_SEMANTICS
+
+
+# -- why a provider did not run ---------------------------------------------------------------
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(status, reason) for a provider's exception: oom / unavailable / unsupported / failed."""
+    text = " ".join(str(exc).split())
+    first = text[:200]
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower():
+        return "oom", "out of device memory"
+    if isinstance(exc, (ImportError, ModuleNotFoundError)):
+        return "unavailable", f"not importable: {first}"
+    if "No available kernel" in text or "not supported" in text.lower() or "no kernel image" in text:
+        return "unavailable", first
+    if isinstance(exc, (ValueError, NotImplementedError)):
+        return "unsupported", first
+    return "failed", f"{type(exc).__name__}: {first}"

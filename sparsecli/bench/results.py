@@ -1,0 +1,147 @@
+"""The results file: ``{"schema_version", "env", "config", "results"}``, JSON and CSV.
+
+Rows are flat and their keys carry units (``median_ms``, ``peak_mem_mib``, ``tflops_*`` in
+TFLOP/s), so the CSV is the same columns. A baseline is a results file with a ``gate`` section
+(see compare.py). Files are written atomically: a crash never leaves half a baseline.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import UserError
+
+SCHEMA_VERSION = 1
+COLUMNS = (
+    "case_id", "group_id", "preset", "provider", "pass", "dtype", "seq_len", "batch", "heads",
+    "head_dim", "block", "causal", "layout_sha", "nnz_blocks", "density", "status", "reason",
+    "median_ms", "p20_ms", "p80_ms", "tflops_nnz", "tflops_dense", "speedup_vs_flash",
+    "speedup_vs_flex", "peak_mem_mib", "max_rel_err", "check", "index_build_ms",
+)
+STATUSES = ("ok", "wrong", "oom", "unavailable", "unsupported", "failed")
+
+
+def _git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def capture_env() -> dict:
+    """What the numbers depend on: GPU, driver-side versions, library versions, commit."""
+    import torch
+
+    from .. import __version__
+
+    env = {
+        "sparsecli": __version__, "git_sha": _git_sha(), "python": platform.python_version(),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "triton": None,
+        "cudnn": None, "gpu": None, "capability": None, "gpu_memory_gib": None, "sm_count": None,
+        "host": platform.node(), "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(torch.cuda.current_device())
+        env.update(gpu=p.name, capability=f"{p.major}.{p.minor}", gpu_memory_gib=round(p.total_memory / 2**30, 1),
+                   sm_count=p.multi_processor_count, cudnn=torch.backends.cudnn.version())
+    return env
+
+
+def document(rows: list[dict], env: dict, config: dict) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "env": env, "config": config,
+            "results": [{c: _clean(r.get(c)) for c in COLUMNS} for r in rows]}
+
+
+def to_json(doc: dict) -> str:
+    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+
+
+def _clean(value):
+    """inf/NaN (a kernel that wrote NaN has infinite error) become strings JSON can hold."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    return value
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write via a temporary file in the same directory and ``os.replace``; errors are one line."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: directory {parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+def check_writable(path: Path | None, flag: str) -> None:
+    """Fail before a long sweep, not after it, when an output path cannot be written."""
+    if path is None:
+        return
+    parent = Path(path).parent if str(Path(path).parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{flag} {path}: not writable")
+    if Path(path).is_dir():
+        raise UserError(f"{flag} {path}: is a directory; give a file name")
+
+
+def load(path: Path) -> dict:
+    """Read and validate a results (or baseline) file; problems are one line."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(doc, dict) or "results" not in doc or not isinstance(doc["results"], list):
+        raise UserError(f"{path}: not a sparsecli bench results file (no 'results' list)")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version {version!r} is not supported (this sparsecli reads "
+                        f"{SCHEMA_VERSION}); re-run sparsecli bench to regenerate it")
+    for i, row in enumerate(doc["results"]):
+        if not isinstance(row, dict) or "case_id" not in row or "status" not in row:
+            raise UserError(f"{path}: results[{i}] has no case_id/status")
+    return doc

@@ -1,0 +1,91 @@
+"""Rich tables for the terminal: the planned sweep, the results, and the gate report."""
+from __future__ import annotations
+
+from rich.table import Table
+
+from .cases import Plan
+from .compare import Report
+
+STATUS_STYLE = {"ok": "green", "wrong": "bold red", "oom": "yellow", "unavailable": "dim",
+                "unsupported": "dim", "failed": "red"}
+VERDICT_STYLE = {"pass": "green", "regression": "bold red", "stale": "yellow", "missing": "red",
+                 "new": "cyan", "not_run": "dim"}
+
+
+def _num(value, fmt: str, dash: str = "—") -> str:
+    if value is None or value == "":
+        return dash
+    if isinstance(value, str):  # "inf"/"nan" kept as text in JSON
+        return value
+    return format(value, fmt)
+
+
+def _group_title(row: dict) -> str:
+    causal = " causal" if row.get("causal") else ""
+    return (f"{row['preset']} · {row['pass']} · S={row['seq_len']} B={row['batch']} H={row['heads']} "
+            f"D={row['head_dim']} {row['dtype']}{causal} · density {_num(row.get('density'), '.1%')}")
+
+
+def plan_table(plan: Plan, figures: dict) -> Table:
+    """``figures``: {shape: LayoutFigures} for the density and non-zero block columns."""
+    t = Table(title=f"{len(plan.cases)} planned cases (dry run: nothing timed)", title_justify="left")
+    for name in ("case_id", "provider", "density", "nnz blocks", "block"):
+        t.add_column(name, justify="left" if name in ("case_id", "provider") else "right")
+    for c in plan.cases:
+        f = figures[c.shape]
+        t.add_row(c.case_id, c.provider, f"{f.density:.1%}", str(f.nnz_blocks), str(f.block))
+    return t
+
+
+def results_table(rows: list[dict], env: dict | None = None) -> Table:
+    gpu = (env or {}).get("gpu") or "?"
+    t = Table(title=f"sparsecli bench · {gpu} · median of do_bench (p20–p80)", title_justify="left",
+              caption="TFLOP/s: nnz = on non-zero blocks, dense = dense-equivalent; speedup = "
+                      "other provider's median / this one's; mem = peak above the inputs",
+              caption_justify="left")
+    t.add_column("provider")
+    t.add_column("ms", justify="right")
+    t.add_column("p20–p80", justify="right")
+    t.add_column("TFLOP/s nnz", justify="right")
+    t.add_column("TFLOP/s dense", justify="right")
+    t.add_column("× flash", justify="right")
+    t.add_column("× flex", justify="right")
+    t.add_column("mem MiB", justify="right")
+    t.add_column("rel err", justify="right")
+    t.add_column("index ms", justify="right")
+    t.add_column("status")
+    group = None
+    for r in rows:
+        if r["group_id"] != group:
+            if group is not None:
+                t.add_section()
+            group = r["group_id"]
+            t.add_row(f"[bold]{_group_title(r)}[/]", *[""] * 10)
+        style = STATUS_STYLE.get(r["status"], "")
+        err = _num(r.get("max_rel_err"), ".1e", dash="unchecked")
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason', '')}"
+        spread = (f"{r['p20_ms']:.3f}–{r['p80_ms']:.3f}" if r.get("p20_ms") is not None else "—")
+        t.add_row(
+            f"  {r['provider']}", _num(r.get("median_ms"), ".3f"), spread,
+            _num(r.get("tflops_nnz"), ".1f"), _num(r.get("tflops_dense"), ".1f"),
+            _num(r.get("speedup_vs_flash"), ".2f"), _num(r.get("speedup_vs_flex"), ".2f"),
+            _num(r.get("peak_mem_mib"), ",.0f"), err, _num(r.get("index_build_ms"), ".2f"),
+            f"[{style}]{status}[/]" if style else status,
+        )
+    return t
+
+
+def gate_table(report: Report) -> Table:
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing to compare"
+    verdict = "[bold red]FAILED[/]" if report.failed else "[green]passed[/]"
+    t = Table(title=f"gate {verdict}: ratio to sdpa-flash vs baseline (floor ±{report.floor:.0%}) · {counts}",
+              title_justify="left")
+    for name in ("case_id", "verdict", "base ratio", "new ratio", "change", "tolerance",
+                 "base ms", "new ms", "note"):
+        t.add_column(name, justify="left" if name in ("case_id", "verdict", "note") else "right")
+    for c in report.cases:
+        style = VERDICT_STYLE.get(c.verdict, "")
+        t.add_row(c.case_id, f"[{style}]{c.verdict}[/]", _num(c.base_ratio, ".3f"), _num(c.new_ratio, ".3f"),
+                  _num(c.change, "+.1%"), _num(c.tolerance, ".0%"), _num(c.base_ms, ".3f"),
+                  _num(c.new_ms, ".3f"), c.reason)
+    return t
