@@ -84,22 +84,14 @@ class _ThreeOp:
         self.softmax = Softmax(layout, block)
 
     def __call__(self, q, k, v, *, causal, kpm, kpm_mode, am, am_mode, rpe):
-        B, H, L, _ = q.shape
-        # DeepSpeed's softmax wants masks in x's dtype; as additive biases the modes need no care.
-        if kpm is not None:
-            kpm = additive_mask(kpm, kpm_mode, "key_padding_mask").to(q.dtype)
-        if am is not None:
-            am = additive_mask(am, am_mode, "attn_mask")
         if causal:  # the softmax op has no causal flag: drop every later key through attn_mask
+            L = q.shape[2]
             future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
-            am = (am if am is not None else torch.zeros(L, L, device=q.device)).masked_fill(future, float("-inf"))
-        if am is not None:
-            am = am.to(q.dtype)
-        if rpe is not None:
-            rpe = rpe.to(q.dtype).expand(B, H, L, L).contiguous()
+            am = torch.zeros(L, L, device=q.device) if am is None else additive_mask(am, am_mode, "attn_mask")
+            am, am_mode = am.masked_fill(future, float("-inf")), "add"
         scores = self.sdd(q, k)
-        probs = self.softmax(scores, scale=q.shape[-1] ** -0.5, rpe=rpe, key_padding_mask=kpm,
-                             attn_mask=am, key_padding_mask_mode="add", attn_mask_mode="add")
+        probs = self.softmax(scores, scale=q.shape[-1] ** -0.5, rpe=rpe, key_padding_mask=kpm, attn_mask=am,
+                             key_padding_mask_mode=kpm_mode, attn_mask_mode=am_mode)
         return self.dsd(probs, v)
 
 
