@@ -57,7 +57,7 @@ def tile_density(layout: torch.Tensor, block: int, tile: int) -> float | None:
     """Fraction of tile x tile kernel tiles holding at least one layout block (None if they don't nest)."""
     H, nb, _ = layout.shape
     if block >= tile:
-        return float(layout.float().mean()) if block % tile == 0 else None
+        return float(layout.sum(dtype=torch.int64)) / max(1, layout.numel()) if block % tile == 0 else None
     if tile % block:
         return None
     g = tile // block
@@ -65,7 +65,7 @@ def tile_density(layout: torch.Tensor, block: int, tile: int) -> float | None:
     lay = torch.nn.functional.pad(layout.bool(), (0, pad, 0, pad))
     n = (nb + pad) // g
     tiles = lay.view(H, n, g, n, g).any(dim=4).any(dim=2)
-    return float(tiles.float().mean())
+    return float(tiles.sum(dtype=torch.int64)) / max(1, tiles.numel())
 
 
 def layers_to_full_reach(head: torch.Tensor, causal: bool = False) -> int | None:
@@ -105,7 +105,7 @@ def layers_to_full_reach(head: torch.Tensor, causal: bool = False) -> int | None
 def analyze(layout: torch.Tensor, block: int, kind: str = "custom", attention: str | None = None) -> LayoutReport:
     H, nb, _ = layout.shape
     lay = layout.bool()
-    per_row = lay.sum(-1)
+    per_row = lay.sum(-1, dtype=torch.int32)
     nnz = int(per_row.sum())
     seq = nb * block
     groups = distinct_heads(lay)
@@ -143,7 +143,7 @@ def analyze(layout: torch.Tensor, block: int, kind: str = "custom", attention: s
         distinct_head_layouts=len(groups),
         nonzero_blocks=nnz,
         density=nnz / max(1, H * nb * nb),
-        density_per_head=[float(d) for d in lay.float().mean(dim=(1, 2))] if nb else [0.0] * H,
+        density_per_head=[int(n) / max(1, nb * nb) for n in per_row.sum(-1)],
         blocks_per_row_min=int(per_row.min()) if nb else 0,
         blocks_per_row_mean=float(per_row.float().mean()) if nb else 0.0,
         blocks_per_row_max=int(per_row.max()) if nb else 0,
