@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import random
+import runpy
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -284,6 +286,14 @@ def test_without_transformers_the_utilities_name_the_extra(monkeypatch):
     code = ("import sys; sys.modules['transformers'] = None; import sparsecli; "
             "sparsecli.SparseAttentionUtils; sparsecli.BertSparseSelfAttention; print('ok')")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
+
+
+def test_example_script_runs(monkeypatch, capsys):
+    script = Path(__file__).resolve().parents[1] / "examples" / "bert_long_sequence.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--seq-len", "200", "--device", "cpu"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "position table: 4096 rows" in out and "200 tokens (+8 padding)" in out
 
 
 # -- GPU tier ------------------------------------------------------------------------------
