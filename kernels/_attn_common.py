@@ -9,14 +9,17 @@ import triton
 import triton.language as tl
 
 @triton.jit
-def _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD: tl.constexpr):
+def _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD: tl.constexpr, ORDERED: tl.constexpr):
     """(batch, head, outer tile, first tile, first masked tile, end) of this program.
 
     Batch is innermost in the launch so the heaviest-first order spans every batch element.
     """
     pid = tl.program_id(0)
     bz = pid % B
-    prog = tl.load(order + pid // B)
+    if ORDERED:
+        prog = tl.load(order + pid // B)
+    else:
+        prog = pid // B
     h = prog // NUM_OUTER
     o = prog % NUM_OUTER
     if PER_HEAD:

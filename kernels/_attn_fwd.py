@@ -40,10 +40,10 @@ def _attn_fwd(Q, K, V, Out, LSE,
               B, H, S, NUM_OUTER, qk_scale,
               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
-              PER_HEAD: tl.constexpr, CAUSAL: tl.constexpr,
+              PER_HEAD: tl.constexpr, ORDERED: tl.constexpr, CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
               DOT_PREC: tl.constexpr):
-    bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD)
+    bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD, ORDERED)
     bh = bz * H + h
     base = bh.to(tl.int64) * S * HEAD_DIM
     oi = tl.arange(0, BLOCK_M)

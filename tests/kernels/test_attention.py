@@ -216,7 +216,19 @@ def test_schedule_covers_layout_exactly(block, outer, inner, causal, transpose):
         got &= tri.T if transpose else tri
     assert torch.equal(got, want)
     ordered = [work[int(p)] for p in sch.order]
-    assert ordered == sorted(ordered, reverse=True)
+    if sch.ordered:
+        assert ordered == sorted(ordered, reverse=True)
+    else:
+        assert sch.order.tolist() == list(range(len(work)))
+
+
+def test_global_rows_run_first():
+    lay = torch.eye(16, dtype=torch.long)
+    lay[5] = 1  # a global row: 16 tiles where the others have 1
+    sch = tile_schedule(lay, 64, 64, 64, causal=False, transpose=False, num_heads=2)
+    assert sch.ordered and sch.order[:2].tolist() == [5, 16 + 5]
+    even = tile_schedule(torch.eye(16, dtype=torch.long), 64, 64, 64, causal=False, transpose=False, num_heads=2)
+    assert not even.ordered
 
 
 BAD = [
