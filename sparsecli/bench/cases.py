@@ -82,7 +82,7 @@ def check_choices(values, allowed, flag) -> tuple:
 
     bad = [v for v in values if v not in allowed]
     if bad:
-        close = difflib.get_close_matches(bad[0], list(allowed), n=1)
+        close = difflib.get_close_matches(str(bad[0]), [str(a) for a in allowed], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UserError(f"{flag}: unknown value {bad[0]!r}{hint}; use one of {', '.join(map(str, allowed))}")
     if not values:

@@ -161,7 +161,6 @@ class Runner:
         sparse = prov.uses_layout(provider)
         if sparse not in refs:
             lay = layout if sparse else torch.ones_like(layout[:1])
-            refs.clear()  # at most one reference held: they are large
             refs[sparse] = reference(x.q, x.k, x.v, x.dout, lay, fig.block, shape.causal,
                                      shape.head_dim ** -0.5, with_grads=needs_grad)
         ref = refs[sparse]

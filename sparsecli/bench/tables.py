@@ -29,11 +29,12 @@ def _group_title(row: dict) -> str:
 def plan_table(plan: Plan, figures: dict) -> Table:
     """``figures``: {shape: LayoutFigures} for the density and non-zero block columns."""
     t = Table(title=f"{len(plan.cases)} planned cases (dry run: nothing timed)", title_justify="left")
-    for name in ("case_id", "provider", "density", "nnz blocks", "block"):
-        t.add_column(name, justify="left" if name in ("case_id", "provider") else "right")
+    t.add_column("case_id", overflow="fold")
+    for name in ("density", "nnz blocks", "block"):
+        t.add_column(name, justify="right")
     for c in plan.cases:
         f = figures[c.shape]
-        t.add_row(c.case_id, c.provider, f"{f.density:.1%}", str(f.nnz_blocks), str(f.block))
+        t.add_row(c.case_id, f"{f.density:.1%}", str(f.nnz_blocks), str(f.block))
     return t
 
 

@@ -1,0 +1,23 @@
+"""GPU tier: a tiny real sweep through the CLI (every provider, checked, timed) and its gate."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sparsecli.cli import app
+
+pytestmark = pytest.mark.gpu
+
+
+def test_tiny_sweep_runs_every_provider_and_gates_itself(tiny_preset, tmp_path):
+    out, base = tmp_path / "r.json", tmp_path / "base.json"
+    args = ["bench", "-p", str(tiny_preset), "--seq", "256", "--dtype", "bf16", "--head-dim", "64",
+            "--providers", "sparse,three-op,sdpa-flash,sdpa-efficient,sdpa-masked,flex,naive",
+            "--rep-ms", "20", "--warmup-ms", "5", "-o", str(out), "--baseline", str(base), "--update-baseline"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = {x["provider"]: x for x in json.loads(out.read_text())["results"] if x["pass"] == "fwd"}
+    for provider in ("sparse", "sdpa-flash", "sdpa-masked", "naive"):
+        assert rows[provider]["status"] == "ok" and rows[provider]["check"] == "passed", rows[provider]
+        assert rows[provider]["median_ms"] > 0 and rows[provider]["peak_mem_mib"] >= 0
+    assert json.loads(base.read_text())["gate"]

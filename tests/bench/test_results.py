@@ -1,0 +1,58 @@
+"""Results schema: JSON round trip, CSV columns with units, atomic writes, loading errors."""
+import json
+
+import pytest
+
+from sparsecli.bench import results as res
+from sparsecli.errors import UserError
+
+from .conftest import results_doc
+
+
+def test_json_round_trip_and_schema(tmp_path):
+    doc = results_doc({"sparse": 1.0, "sdpa-flash": 2.0, "three-op": "oom"})
+    doc["results"][0]["max_rel_err"] = float("inf")  # a NaN-writing kernel: kept as text, still valid JSON
+    path = res.write_atomic(tmp_path / "r.json", res.to_json(doc))
+    back = res.load(path)
+    assert back["schema_version"] == res.SCHEMA_VERSION
+    assert set(back) >= {"schema_version", "env", "config", "results"}
+    assert list(back["results"][0]) == list(res.COLUMNS)
+    assert back["results"][0]["max_rel_err"] == "inf"
+    assert back["results"][2]["status"] == "oom" and back["results"][2]["median_ms"] is None
+    assert not list(tmp_path.glob(".r.json.*"))  # no temporary left behind
+
+
+def test_csv_has_unit_columns():
+    text = res.to_csv(results_doc({"sparse": 1.0})["results"])
+    header = text.splitlines()[0].split(",")
+    assert header == list(res.COLUMNS)
+    assert {"median_ms", "p20_ms", "p80_ms", "peak_mem_mib", "index_build_ms"} <= set(header)
+
+
+def test_env_names_the_gpu_and_versions():
+    env = res.capture_env()
+    for key in ("gpu", "capability", "torch", "triton", "cuda", "sparsecli", "git_sha"):
+        assert key in env
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{", "not JSON"),
+    ('{"schema_version": 99, "results": []}', "schema_version 99"),
+    ('{"schema_version": 1}', "no 'results' list"),
+    ('{"schema_version": 1, "results": [{}]}', "case_id"),
+])
+def test_load_rejects_bad_files(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=match):
+        res.load(path)
+
+
+def test_unwritable_paths_fail_early(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        res.check_writable(tmp_path / "nope" / "r.json", "-o")
+    with pytest.raises(UserError, match="is a directory"):
+        res.check_writable(tmp_path, "-o")
+    with pytest.raises(UserError, match="does not exist"):
+        res.write_atomic(tmp_path / "nope" / "r.json", "{}")
+    json.loads(res.write_atomic(tmp_path / "ok.json", "{}").read_text())
