@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# H100 baseline + stability check in one device call: each bundled preset twice, the first run
+# writes the baseline, the second is gated against it, then run-to-run agreement of the medians.
+#   OUT=dir bash benchmarks/run_h100.sh [extra sparsecli bench flags]
+set -u
+OUT=${OUT:-benchmarks/out}
+mkdir -p "$OUT"
+pip install --no-deps --no-build-isolation -q -e . >"$OUT/pip.log" 2>&1 || { cat "$OUT/pip.log"; exit 1; }
+export COLUMNS=220
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv >"$OUT/gpu-before.csv" 2>&1
+BASE="$OUT/baseline-h100.json"
+PRESETS=${PRESETS:-"fixed bigbird"}
+for run in 1 2; do
+  for p in $PRESETS; do
+    if [ "$run" = 1 ]; then gate=(--baseline "$BASE" --update-baseline); else gate=(--baseline "$BASE"); fi
+    start=$SECONDS
+    sparsecli bench --preset "$p" "$@" "${gate[@]}" -o "$OUT/$p-run$run.json" --plot "$OUT/$p-run$run.png" \
+      >"$OUT/$p-run$run.txt" 2>"$OUT/$p-run$run.err"
+    echo "run $run $p: exit $? in $((SECONDS - start)) s"
+  done
+done
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv >"$OUT/gpu-after.csv" 2>&1
+for p in $PRESETS; do
+  python benchmarks/agreement.py "$OUT/$p-run1.json" "$OUT/$p-run2.json" >"$OUT/$p-agreement.txt"
+  echo "agreement $p: $(tail -1 "$OUT/$p-agreement.txt")"
+  grep BEYOND "$OUT/$p-agreement.txt"
+  tail -3 "$OUT/$p-run2.err"
+done
