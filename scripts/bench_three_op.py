@@ -70,7 +70,6 @@ def bench_case(op_name, dtype_name, block, args, sweep):
         ours = lambda: op(p, v)  # noqa: E731
         dense = lambda: torch.matmul(pd, v)  # noqa: E731
         err = rel_err(ours(), dense())
-        del pd
     flops_sparse = 2.0 * Z * nnz * block * block * D
     flops_dense = 2.0 * Z * H * S * S * D
     ms = time_ms(ours)
