@@ -14,15 +14,13 @@ config's ``attention``.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from .kernels.masks import additive_mask, check_mode
+from .attention_backends import BACKENDS, make_op
+from .kernels.masks import check_mode
 from .layouts import FixedSparsityConfig, LocalSlidingWindowSparsityConfig
 
-BACKENDS = ("fused", "three_op")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -38,61 +36,6 @@ def is_unidirectional(config) -> bool:
     if isinstance(config, LocalSlidingWindowSparsityConfig):
         return attention != "bidirectional"  # there, any other string is unidirectional
     return attention == "unidirectional"
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-class _ReferenceOp:
-    """Plain PyTorch (dense math, O(L^2) memory): CPU tensors without the Triton interpreter."""
-
-    def __init__(self, layout, block):
-        self.layout, self.block = layout, block
-
-    def __call__(self, q, k, v, *, causal, kpm, kpm_mode, am, am_mode, rpe):
-        from .kernels.reference import blocksparse_attention_reference
-
-        out = blocksparse_attention_reference(
-            q, k, v, self.layout, self.block, causal=causal,
-            key_padding_mask=kpm, key_padding_mask_mode=kpm_mode,
-            attn_mask=am, attn_mask_mode=am_mode, rpe=rpe,
-            compute_dtype=torch.float32 if q.dtype != torch.float32 else None)
-        return out.to(q.dtype)
-
-
-class _FusedOp(_ReferenceOp):
-    """The fused flash kernel (``sparsecli.kernels.blocksparse_attention``)."""
-
-    def __call__(self, q, k, v, *, causal, kpm, kpm_mode, am, am_mode, rpe):
-        from .kernels import blocksparse_attention
-
-        return blocksparse_attention(
-            q, k, v, self.layout, self.block, causal=causal,
-            key_padding_mask=kpm, key_padding_mask_mode=kpm_mode,
-            attn_mask=am, attn_mask_mode=am_mode, rpe=rpe)
-
-
-class _ThreeOp:
-    """DeepSpeed's path: scores = sdd(q, k^T), probs = softmax(scores, masks), out = dsd(probs, v)."""
-
-    def __init__(self, layout, block):
-        from .kernels import MatMul, Softmax
-
-        self.sdd = MatMul(layout, block, "sdd", trans_a=False, trans_b=True)
-        self.dsd = MatMul(layout, block, "dsd")
-        self.softmax = Softmax(layout, block)
-
-    def __call__(self, q, k, v, *, causal, kpm, kpm_mode, am, am_mode, rpe):
-        if causal:  # the softmax op has no causal flag: drop every later key through attn_mask
-            L = q.shape[2]
-            future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
-            am = torch.zeros(L, L, device=q.device) if am is None else additive_mask(am, am_mode, "attn_mask")
-            am, am_mode = am.masked_fill(future, float("-inf")), "add"
-        scores = self.sdd(q, k)
-        probs = self.softmax(scores, scale=q.shape[-1] ** -0.5, rpe=rpe, key_padding_mask=kpm, attn_mask=am,
-                             key_padding_mask_mode=kpm_mode, attn_mask_mode=am_mode)
-        return self.dsd(probs, v)
 
 
 class SparseSelfAttention(nn.Module):
@@ -187,14 +130,7 @@ class SparseSelfAttention(nn.Module):
             self._ops_stamp = stamp
         key = (L, device, dtype)
         if key not in self._ops:
-            layout = self.get_layout(L)
-            if device.type != "cuda" and not interpreting():
-                op = _ReferenceOp(layout, self.block)
-            elif self.backend == "three_op":
-                op = _ThreeOp(layout, self.block)
-            else:
-                op = _FusedOp(layout, self.block)
-            self._ops[key] = op
+            self._ops[key] = make_op(self.backend, self.get_layout(L), self.block, device)
         return self._ops[key]
 
     # -- inputs ---------------------------------------------------------------------------

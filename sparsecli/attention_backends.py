@@ -1,0 +1,75 @@
+"""The ops behind ``SparseSelfAttention``: one callable per (layout crop, backend, device).
+
+Every op takes ``(q, k, v)`` plus the masks in DeepSpeed's conventions and returns the attention
+output in q's dtype. CUDA tensors (or any tensor under ``TRITON_INTERPRET=1``) run the Triton
+kernels of the chosen backend; other CPU tensors run the plain PyTorch reference, whichever
+backend was asked for.
+"""
+from __future__ import annotations
+
+import torch
+
+from .kernels._checks import interpreting
+from .kernels.masks import additive_mask
+
+BACKENDS = ("fused", "three_op")
+
+
+class _LayoutOp:
+    def __init__(self, layout, block):
+        self.layout, self.block = layout, block
+
+
+class _ReferenceOp(_LayoutOp):
+    """Plain PyTorch (dense math, O(L^2) memory): CPU tensors without the Triton interpreter."""
+
+    def __call__(self, q, k, v, *, causal, kpm, kpm_mode, am, am_mode, rpe):
+        from .kernels.reference import blocksparse_attention_reference
+
+        out = blocksparse_attention_reference(
+            q, k, v, self.layout, self.block, causal=causal,
+            key_padding_mask=kpm, key_padding_mask_mode=kpm_mode,
+            attn_mask=am, attn_mask_mode=am_mode, rpe=rpe,
+            compute_dtype=torch.float32 if q.dtype != torch.float32 else None)
+        return out.to(q.dtype)
+
+
+class _FusedOp(_LayoutOp):
+    """The fused flash kernel (``sparsecli.kernels.blocksparse_attention``)."""
+
+    def __call__(self, q, k, v, *, causal, kpm, kpm_mode, am, am_mode, rpe):
+        from .kernels import blocksparse_attention
+
+        return blocksparse_attention(
+            q, k, v, self.layout, self.block, causal=causal,
+            key_padding_mask=kpm, key_padding_mask_mode=kpm_mode,
+            attn_mask=am, attn_mask_mode=am_mode, rpe=rpe)
+
+
+class _ThreeOp:
+    """DeepSpeed's path: scores = sdd(q, k^T), probs = softmax(scores, masks), out = dsd(probs, v)."""
+
+    def __init__(self, layout, block):
+        from .kernels import MatMul, Softmax
+
+        self.sdd = MatMul(layout, block, "sdd", trans_a=False, trans_b=True)
+        self.dsd = MatMul(layout, block, "dsd")
+        self.softmax = Softmax(layout, block)
+
+    def __call__(self, q, k, v, *, causal, kpm, kpm_mode, am, am_mode, rpe):
+        if causal:  # the softmax op has no causal flag: drop every later key through attn_mask
+            L = q.shape[2]
+            future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
+            am = torch.zeros(L, L, device=q.device) if am is None else additive_mask(am, am_mode, "attn_mask")
+            am, am_mode = am.masked_fill(future, float("-inf")), "add"
+        scores = self.sdd(q, k)
+        probs = self.softmax(scores, scale=q.shape[-1] ** -0.5, rpe=rpe, key_padding_mask=kpm, attn_mask=am,
+                             key_padding_mask_mode=kpm_mode, attn_mask_mode=am_mode)
+        return self.dsd(probs, v)
+
+
+def make_op(backend: str, layout: torch.Tensor, block: int, device: torch.device):
+    """The op computing attention on ``layout`` (CPU ``(H, nb, nb)``) for tensors on ``device``."""
+    if device.type != "cuda" and not interpreting():
+        return _ReferenceOp(layout, block)
+    return _ThreeOp(layout, block) if backend == "three_op" else _FusedOp(layout, block)
