@@ -22,8 +22,8 @@ def _num(value, fmt: str, dash: str = "—") -> str:
 
 def _group_title(row: dict) -> str:
     causal = " causal" if row.get("causal") else ""
-    return (f"{row['preset']} · {row['pass']} · S={row['seq_len']} B={row['batch']} H={row['heads']} "
-            f"D={row['head_dim']} {row['dtype']}{causal} · density {_num(row.get('density'), '.1%')}")
+    return (f"{row['preset']} {row['pass']} S={row['seq_len']} B={row['batch']} H={row['heads']} "
+            f"D={row['head_dim']} {row['dtype']}{causal}, density {_num(row.get('density'), '.1%')}")
 
 
 def plan_table(plan: Plan, figures: dict) -> Table:
@@ -44,7 +44,7 @@ def results_table(rows: list[dict], env: dict | None = None) -> Table:
               caption="TFLOP/s: nnz = on non-zero blocks, dense = dense-equivalent; speedup = "
                       "other provider's median / this one's; mem = peak above the inputs",
               caption_justify="left")
-    t.add_column("provider")
+    t.add_column("provider", no_wrap=True)
     t.add_column("ms", justify="right")
     t.add_column("p20–p80", justify="right")
     t.add_column("TFLOP/s nnz", justify="right")
