@@ -117,7 +117,6 @@ class MatMul:
         self.layout = as_layout(layout)
         self.block = check_block(block)
         self.mode, self.trans_a, self.trans_b = mode, bool(trans_a), bool(trans_b)
-        H, R, C = self.layout.shape
         self.nnz = int(self.layout.sum())
         self.sparse_shape = (self.nnz, self.block, self.block)
         self._luts = {}

@@ -31,7 +31,8 @@ def env() -> dict:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
-        sha = None
+        sha = ""
+    sha = sha if len(sha) == 40 else None  # the GPU machine's copy may have no history
     return {
         "gpu": torch.cuda.get_device_name(),
         "capability": ".".join(map(str, torch.cuda.get_device_capability())),
