@@ -13,6 +13,7 @@ PRESETS=${PRESETS:-"fixed bigbird"}
 for run in 1 2; do
   for p in $PRESETS; do
     if [ "$run" = 1 ]; then gate=(--baseline "$BASE" --update-baseline); else gate=(--baseline "$BASE"); fi
+    if [ "$SECONDS" -gt "${STOP_AFTER_S:-430}" ]; then echo "run $run $p: skipped, out of time"; continue; fi
     start=$SECONDS
     sparsecli bench --preset "$p" "$@" "${gate[@]}" -o "$OUT/$p-run$run.json" --plot "$OUT/$p-run$run.png" \
       >"$OUT/$p-run$run.txt" 2>"$OUT/$p-run$run.err"
