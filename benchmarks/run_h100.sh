@@ -5,7 +5,9 @@
 set -u
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
-pip install --no-deps --no-build-isolation -q -e . >"$OUT/pip.log" 2>&1 || { cat "$OUT/pip.log"; exit 1; }
+PY=${PY:-python3}  # the device image's python3 holds torch; its pip's scripts may not be on PATH
+$PY -m pip install --no-deps --no-build-isolation -q -e . >"$OUT/pip.log" 2>&1 || { cat "$OUT/pip.log"; exit 1; }
+sparsecli() { $PY -c 'from sparsecli.cli import main; main()' "$@"; }
 export COLUMNS=220
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv >"$OUT/gpu-before.csv" 2>&1
 BASE="$OUT/baseline-h100.json"
@@ -22,7 +24,7 @@ for run in 1 2; do
 done
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv >"$OUT/gpu-after.csv" 2>&1
 for p in $PRESETS; do
-  python benchmarks/agreement.py "$OUT/$p-run1.json" "$OUT/$p-run2.json" >"$OUT/$p-agreement.txt"
+  $PY benchmarks/agreement.py "$OUT/$p-run1.json" "$OUT/$p-run2.json" >"$OUT/$p-agreement.txt"
   echo "agreement $p: $(tail -1 "$OUT/$p-agreement.txt")"
   grep BEYOND "$OUT/$p-agreement.txt"
   tail -3 "$OUT/$p-run2.err"
