@@ -77,16 +77,16 @@ def _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t_begin, t_end,
 
 @triton.jit
 def _attn_bwd(Q, K, V, dO, LSE, Delta, dQ, dK, dV,
-              order, tile_ptr, num_full, seg_start, tile_bits,
+              programs, seg_start, tile_bits,
               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
               B, H, S, NUM_OUTER, qk_scale, sm_scale,
               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
-              PER_HEAD: tl.constexpr, ORDERED: tl.constexpr, CAUSAL: tl.constexpr,
+              CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
               DOT_PREC: tl.constexpr, KEYS_OUTER: tl.constexpr):
     """dK/dV (KEYS_OUTER: a key tile of BLOCK_N over gathered query tiles of BLOCK_M) or dQ."""
-    bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD, ORDERED)
+    bz, h, o, t0, tf, t1, slot = _program(programs, B, NUM_OUTER)
     bh = (bz * H + h).to(tl.int64)
     base = bh * S * HEAD_DIM
     d = tl.arange(0, HEAD_DIM)

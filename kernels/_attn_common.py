@@ -9,27 +9,20 @@ import triton
 import triton.language as tl
 
 @triton.jit
-def _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD: tl.constexpr, ORDERED: tl.constexpr):
-    """(batch, head, outer tile, first tile, first masked tile, end) of this program.
+def _program(programs, B, NUM_OUTER):
+    """(batch, head, outer tile, first tile, first masked tile, end tile, partial slot).
 
     Batch is innermost in the launch so the heaviest-first order spans every batch element.
     """
     pid = tl.program_id(0)
     bz = pid % B
-    if ORDERED:
-        prog = tl.load(order + pid // B)
-    else:
-        prog = pid // B
-    h = prog // NUM_OUTER
-    o = prog % NUM_OUTER
-    if PER_HEAD:
-        row = prog
-    else:
-        row = o
-    t0 = tl.load(tile_ptr + row)
-    t1 = tl.load(tile_ptr + row + 1)
-    tf = t0 + tl.load(num_full + row)
-    return bz, h, o, t0, tf, t1
+    entry = programs + (pid // B) * 5
+    row = tl.load(entry)
+    t0 = tl.load(entry + 1)
+    tf = tl.load(entry + 2)
+    t1 = tl.load(entry + 3)
+    slot = tl.load(entry + 4)
+    return bz, row // NUM_OUTER, row % NUM_OUTER, t0, tf, t1, slot
 
 
 @triton.jit

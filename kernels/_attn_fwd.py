@@ -34,16 +34,16 @@ def _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_base, t_begin, t_end,
 
 
 @triton.jit
-def _attn_fwd(Q, K, V, Out, LSE,
-              order, tile_ptr, num_full, seg_start, tile_bits,
+def _attn_fwd(Q, K, V, Out, LSE, PartAcc, PartML, NUM_SLOTS,
+              programs, seg_start, tile_bits,
               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
               B, H, S, NUM_OUTER, qk_scale,
               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
-              PER_HEAD: tl.constexpr, ORDERED: tl.constexpr, CAUSAL: tl.constexpr,
+              CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
               DOT_PREC: tl.constexpr):
-    bz, h, o, t0, tf, t1 = _program(order, tile_ptr, num_full, B, NUM_OUTER, PER_HEAD, ORDERED)
+    bz, h, o, t0, tf, t1, slot = _program(programs, B, NUM_OUTER)
     bh = bz * H + h
     base = bh.to(tl.int64) * S * HEAD_DIM
     oi = tl.arange(0, BLOCK_M)
@@ -62,6 +62,18 @@ def _attn_fwd(Q, K, V, Out, LSE,
                                KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                                HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
                                KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+    d = tl.arange(0, HEAD_DIM)
+    if slot < 0:
+        _fwd_finish(acc, m_i, l_i, Out, LSE, base, bh.to(tl.int64) * S, tq, HEAD_DIM)
+    else:  # one chunk of a split row: keep the unnormalised state for _attn_fwd_combine
+        part = (bz * NUM_SLOTS + slot).to(tl.int64)
+        tl.store(PartAcc + part * BLOCK_M * HEAD_DIM + oi[:, None] * HEAD_DIM + d[None, :], acc)
+        tl.store(PartML + part * 2 * BLOCK_M + oi, m_i)
+        tl.store(PartML + part * 2 * BLOCK_M + BLOCK_M + oi, l_i)
+
+
+@triton.jit
+def _fwd_finish(acc, m_i, l_i, Out, LSE, base, row_base, tq, HEAD_DIM: tl.constexpr):
     # A query with nothing to attend to: output 0, and lse = +inf so the backward's
     # exp2(s - lse) is 0 for it rather than NaN.
     empty = l_i == 0.0
@@ -69,4 +81,36 @@ def _attn_fwd(Q, K, V, Out, LSE,
     lse = tl.where(empty, float("inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
     d = tl.arange(0, HEAD_DIM)
     tl.store(Out + base + tq.to(tl.int64)[:, None] * HEAD_DIM + d[None, :], out.to(Out.dtype.element_ty))
-    tl.store(LSE + bh.to(tl.int64) * S + tq, lse)
+    tl.store(LSE + row_base + tq, lse)
+
+
+@triton.jit
+def _attn_fwd_combine(PartAcc, PartML, Out, LSE, combine, NUM_SLOTS, B, H, S, NUM_OUTER,
+                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Merge the partial softmax states of a split row's programs (fixed order: deterministic)."""
+    pid = tl.program_id(0)
+    bz = pid % B
+    entry = combine + (pid // B) * 3
+    row = tl.load(entry)
+    first = tl.load(entry + 1)
+    n = tl.load(entry + 2)
+    h = row // NUM_OUTER
+    oi = tl.arange(0, BLOCK_M)
+    d = tl.arange(0, HEAD_DIM)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for i in range(n):
+        part = (bz * NUM_SLOTS + first + i).to(tl.int64)
+        m_p = tl.load(PartML + part * 2 * BLOCK_M + oi)
+        l_p = tl.load(PartML + part * 2 * BLOCK_M + BLOCK_M + oi)
+        a_p = tl.load(PartAcc + part * BLOCK_M * HEAD_DIM + oi[:, None] * HEAD_DIM + d[None, :])
+        m_new = tl.maximum(m_i, m_p)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha, beta = tl.math.exp2(m_i - m_use), tl.math.exp2(m_p - m_use)
+        acc = acc * alpha[:, None] + a_p * beta[:, None]
+        l_i = l_i * alpha + l_p * beta
+        m_i = m_new
+    bh = (bz * H + h).to(tl.int64)
+    _fwd_finish(acc, m_i, l_i, Out, LSE, bh * S * HEAD_DIM, bh * S, (row % NUM_OUTER) * BLOCK_M + oi,
+                HEAD_DIM)

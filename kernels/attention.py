@@ -154,36 +154,60 @@ class _Plan:
     def schedule(self, which):
         cfg = self.configs[which]
         outer, inner = tile_size(self.S, cfg.outer), tile_size(self.S, cfg.inner)
-        return tile_schedule(self.layout, self.block, outer, inner, causal=self.causal,
-                             transpose=which == "dkdv", num_heads=self.H, device=self.device)
+        args = (self.layout, self.block, outer, inner)
+        kw = dict(causal=self.causal, transpose=which == "dkdv", num_heads=self.H, device=self.device)
+        sch = tile_schedule(*args, **kw)
+        if which == "fwd":  # split rows that would outlast the launch (global rows)
+            cap = max(MIN_SPLIT_TILES, -(-self.B * sch.num_tiles * self.H // _num_sms(self.device) // 4))
+            if sch.max_tiles > cap:
+                sch = tile_schedule(*args, split=cap, **kw)
+        return sch
 
-    def launch(self, kernel, which, tensors, scales, **constexprs):
-        sch = self.schedule(which)
+    def launch(self, kernel, which, sch, tensors, scales, **constexprs):
         cfg = self.configs[which]
         dummy = tensors[0]
         # Forward and dQ name their tiles (BLOCK_M=outer, BLOCK_N=inner); dK/dV the other way.
         bm, bn = (sch.inner, sch.outer) if which == "dkdv" else (sch.outer, sch.inner)
-        grid = (self.B * self.H * sch.num_outer,)
-        kernel[grid](
-            *tensors,
-            sch.order, sch.tile_ptr, sch.num_full, sch.seg_start, sch.tile_bits,
+        kernel[(self.B * sch.num_programs,)](
+            *tensors, sch.programs, sch.seg_start, sch.tile_bits,
             self.kpm if self.kpm is not None else dummy, self.kpm_sb,
             self.am if self.am is not None else dummy,
             self.rpe if self.rpe is not None else dummy, self.rpe_sb, self.rpe_sh,
             self.B, self.H, self.S, sch.num_outer, *scales,
             HEAD_DIM=self.D, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg, NSEG=sch.nseg,
-            PER_HEAD=sch.per_head, ORDERED=sch.ordered, CAUSAL=self.causal, KPM_MODE=self.kpm_kind,
+            CAUSAL=self.causal, KPM_MODE=self.kpm_kind,
             AM_MODE=self.am_kind, HAS_RPE=self.rpe is not None, DOT_PREC=self.dot_prec,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constexprs,
         )
 
 
+# Rows are split only into pieces of at least this many tiles (merging costs a pass over D).
+MIN_SPLIT_TILES = 16
+
+
+def _num_sms(device) -> int:
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _forward(plan: _Plan, q, k, v):
-    from ._attn_fwd import _attn_fwd  # imported at first launch: see tests/kernels/conftest.py
+    from ._attn_fwd import _attn_fwd, _attn_fwd_combine  # at first launch: see tests/kernels/conftest.py
 
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
-    plan.launch(_attn_fwd, "fwd", (q, k, v, out, lse), (plan.sm_scale * LOG2E,))
+    sch = plan.schedule("fwd")
+    slots = max(sch.num_slots, 1)
+    part_acc = torch.empty((plan.B, slots, sch.outer, plan.D) if sch.num_slots else (1,),
+                           dtype=torch.float32, device=q.device)
+    part_ml = torch.empty((plan.B, slots, 2, sch.outer) if sch.num_slots else (1,),
+                          dtype=torch.float32, device=q.device)
+    plan.launch(_attn_fwd, "fwd", sch, (q, k, v, out, lse, part_acc, part_ml, slots),
+                (plan.sm_scale * LOG2E,))
+    if sch.num_split_rows:
+        _attn_fwd_combine[(plan.B * sch.num_split_rows,)](
+            part_acc, part_ml, out, lse, sch.combine, slots, plan.B, plan.H, plan.S, sch.num_outer,
+            HEAD_DIM=plan.D, BLOCK_M=sch.outer)
     return out, lse
 
 
@@ -197,8 +221,8 @@ def _backward(plan: _Plan, q, k, v, out, lse, dout):
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     tensors = (q, k, v, dout, lse, delta, dq, dk, dv)
     scales = (plan.sm_scale * LOG2E, plan.sm_scale)
-    plan.launch(_attn_bwd, "dkdv", tensors, scales, KEYS_OUTER=True)
-    plan.launch(_attn_bwd, "dq", tensors, scales, KEYS_OUTER=False)
+    plan.launch(_attn_bwd, "dkdv", plan.schedule("dkdv"), tensors, scales, KEYS_OUTER=True)
+    plan.launch(_attn_bwd, "dq", plan.schedule("dq"), tensors, scales, KEYS_OUTER=False)
     return dq, dk, dv
 
 

@@ -9,8 +9,9 @@ block) pair says which of the 32 sub-blocks the layout really holds. Tiles whose
 (and, when causal, lie wholly on or below the diagonal) come first in each list and run without
 any masking; the rest are masked element by element.
 
-Programs are listed heaviest-first (``order``) so that BigBird/Longformer global rows, which
-visit every key block, start at once instead of trailing behind a launch of light rows.
+Programs are listed heaviest-first so that BigBird/Longformer global rows, which visit every key
+block, start at once instead of trailing behind a launch of light rows; in the forward, rows
+longer than a cap are also split over several programs (merged by a small combine kernel).
 
 Everything here is O(layout): a few int32 entries per non-zero block, no per-token buffer.
 """
@@ -35,13 +36,15 @@ class TileSchedule:
     seg: int  # inner tokens per gathered segment: min(block, inner)
     nseg: int  # segments per inner tile
     num_outer: int  # outer tiles per head
-    per_head: bool  # False: one layout shared by every head (tables hold head 0 only)
-    tile_ptr: torch.Tensor  # int32 (Hl*num_outer + 1): tiles of outer tile r are tile_ptr[r]:[r+1]
-    num_full: torch.Tensor  # int32 (Hl*num_outer): leading tiles of each list that need no mask
     seg_start: torch.Tensor  # int32 (T*nseg): first inner token of each segment
     tile_bits: torch.Tensor  # int64 (T): bit g*nseg+s set = outer unit g sees segment s
-    order: torch.Tensor  # int32 (H*num_outer): h*num_outer + o, heaviest first (if ordered)
-    ordered: bool  # False: work is even, programs run in launch order and skip the order lookup
+    # int32 (P, 5) per program, heaviest first: h*num_outer + o, first tile, first masked tile,
+    # end tile, partial-result slot (-1: the program owns its whole row and writes the output).
+    programs: torch.Tensor
+    num_programs: int
+    combine: torch.Tensor  # int32 (R, 3): split row, its first slot, its number of slots
+    num_split_rows: int
+    num_slots: int
     num_tiles: int
     max_tiles: int  # longest list (the critical path of a launch)
 
@@ -59,7 +62,7 @@ def tile_size(seq_len: int, want: int) -> int:
 
 
 def _build(lay: torch.Tensor, block: int, outer: int, inner: int, causal: bool,
-           transpose: bool, num_heads: int, device) -> TileSchedule:
+           transpose: bool, num_heads: int, split: int, device) -> TileSchedule:
     if lay.shape[0] > 1 and bool((lay == lay[:1]).all()):
         lay = lay[:1]  # identical heads (most DeepSpeed configs): one shared table
     Hl, R, C = lay.shape
@@ -110,11 +113,7 @@ def _build(lay: torch.Tensor, block: int, outer: int, inner: int, causal: bool,
     seg_start, bits, full = seg_start[perm], bits[perm], full[perm]
     num_full = torch.zeros(Hl * num_outer, dtype=torch.int64).index_add_(0, row_of_tile, full.long())
 
-    work = ntiles.reshape(Hl, num_outer).expand(num_heads, num_outer).flatten()
-    # Reordering costs each program a dependent load before it can fetch anything; only pay it
-    # when some programs carry clearly more than their share (global rows).
-    ordered = work.numel() > 0 and int(work.max()) > 1.5 * max(float(work.float().mean()), 1.0)
-    order = torch.sort(-work, stable=True).indices if ordered else torch.arange(work.numel())
+    progs, combine, num_slots = _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split)
 
     def dev(t, dtype=torch.int32):
         if t.numel() == 0:  # kernels index nothing, but want a real pointer
@@ -123,21 +122,49 @@ def _build(lay: torch.Tensor, block: int, outer: int, inner: int, causal: bool,
 
     return TileSchedule(
         outer=outer, inner=inner, unit=unit, seg=seg, nseg=nseg, num_outer=num_outer,
-        per_head=Hl > 1,
-        tile_ptr=dev(tile_ptr), num_full=dev(num_full), seg_start=dev(seg_start.flatten()),
-        tile_bits=dev(bits, torch.int64), order=dev(order), ordered=ordered,
+        seg_start=dev(seg_start.flatten()), tile_bits=dev(bits, torch.int64),
+        programs=dev(progs), num_programs=progs.shape[0], combine=dev(combine),
+        num_split_rows=combine.shape[0], num_slots=num_slots,
         num_tiles=T, max_tiles=int(ntiles.max()) if ntiles.numel() else 0,
     )
 
 
+def _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split):
+    """Program table, heaviest first: rows longer than ``split`` tiles become several programs."""
+    rows = torch.arange(num_heads * num_outer)
+    table_row = rows if Hl > 1 else rows % num_outer
+    work = ntiles[table_row]
+    nchunks = ((work + split - 1) // split).clamp_min(1)
+    prog_row = torch.repeat_interleave(rows, nchunks)
+    first = torch.cumsum(nchunks, 0) - nchunks
+    chunk = torch.arange(prog_row.numel()) - first[prog_row]
+    tr = table_row[prog_row]
+    tb = tile_ptr[tr] + chunk * split
+    te = torch.minimum(tb + split, tile_ptr[tr + 1])
+    tf = torch.minimum(torch.maximum(tile_ptr[tr] + num_full[tr], tb), te)
+    is_split = nchunks[prog_row] > 1
+    slot = torch.where(is_split, torch.cumsum(is_split.long(), 0) - 1, torch.full_like(tb, -1))
+    progs = torch.stack([prog_row, tb, tf, te, slot], 1)
+    progs = progs[torch.sort(-(te - tb), stable=True).indices]
+    split_rows = (nchunks > 1).nonzero().flatten()
+    # Slots of a split row are consecutive: (row, first slot, number of slots).
+    first_slot = torch.cumsum(torch.where(nchunks > 1, nchunks, 0), 0) - torch.where(nchunks > 1, nchunks, 0)
+    combine = torch.stack([split_rows, first_slot[split_rows], nchunks[split_rows]], 1)
+    return progs, combine, int(is_split.sum())
+
+
 def tile_schedule(layout: torch.Tensor, block: int, outer: int, inner: int, *, causal: bool,
-                  transpose: bool, num_heads: int, device=None) -> TileSchedule:
+                  transpose: bool, num_heads: int, split: int | None = None,
+                  device=None) -> TileSchedule:
     """Tile schedule of ``layout`` (cached per layout object, version and arguments).
 
     ``transpose=False`` tiles query rows (forward, dQ); ``True`` tiles key columns (dK/dV).
+    ``split``: the most tiles one program walks; longer rows are split into several programs
+    whose partial softmax states a combine step merges (None: never split).
     """
+    split = split or 2**31 - 1
     device = torch.device(device) if device is not None else torch.device("cpu")
-    key = ("tiles", block, outer, inner, causal, transpose, num_heads, str(device))
+    key = ("tiles", block, outer, inner, causal, transpose, num_heads, split, str(device))
     return cached_per_layout(
         layout, key,
-        lambda: _build(as_layout(layout), block, outer, inner, causal, transpose, num_heads, device))
+        lambda: _build(as_layout(layout), block, outer, inner, causal, transpose, num_heads, split, device))

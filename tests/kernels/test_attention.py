@@ -181,54 +181,64 @@ def test_cpu_without_interpreter_runs_reference(monkeypatch):
     assert out.dtype == torch.float16 and rel(out, ref) < 5e-3
 
 
-@pytest.mark.parametrize("block,outer,inner,causal,transpose", [
-    (16, 128, 64, False, False), (16, 128, 64, True, True), (32, 64, 128, True, False),
-    (128, 64, 64, True, False), (64, 128, 128, False, True)])
-def test_schedule_covers_layout_exactly(block, outer, inner, causal, transpose):
-    """Rebuild the token mask from the tiles and their bits: it must equal the layout's."""
+@pytest.mark.parametrize("block,outer,inner,causal,transpose,split", [
+    (16, 128, 64, False, False, None), (16, 128, 64, True, True, None), (32, 64, 128, True, False, 2),
+    (128, 64, 64, True, False, None), (64, 128, 128, False, True, 3)])
+def test_schedule_covers_layout_exactly(block, outer, inner, causal, transpose, split):
+    """Rebuild the token mask from the programs' tiles and bits: it must equal the layout's."""
     H, nb = 2, 16
     S = nb * block
     lay = (torch.rand(H, nb, nb, generator=_GEN) < 0.3).long()
     lay[1, 3] = 1  # a global row: the heaviest program must come first
-    sch = tile_schedule(lay, block, outer, inner, causal=causal, transpose=transpose, num_heads=H)
+    sch = tile_schedule(lay, block, outer, inner, causal=causal, transpose=transpose, num_heads=H,
+                        split=split)
     want = lay.bool().repeat_interleave(block, 1).repeat_interleave(block, 2)
     if causal:
         want &= torch.ones(S, S, dtype=torch.bool).tril()
     if transpose:
         want = want.transpose(1, 2)
     got = torch.zeros_like(want)
-    ptr, seg, bits = sch.tile_ptr.long(), sch.seg_start.long().view(-1, sch.nseg), sch.tile_bits
-    work = []
-    for h in range(H):
-        for o in range(sch.num_outer):
-            r = h * sch.num_outer + o
-            work.append(int(ptr[r + 1] - ptr[r]))
-            for t in range(int(ptr[r]), int(ptr[r + 1])):
-                full = t < ptr[r] + sch.num_full[r]
-                for g in range(outer // sch.unit):
-                    for s in range(sch.nseg):
-                        if full or (int(bits[t]) >> (g * sch.nseg + s)) & 1:
-                            rows = slice(o * outer + g * sch.unit, o * outer + (g + 1) * sch.unit)
-                            cols = slice(int(seg[t, s]), int(seg[t, s]) + sch.seg)
-                            got[h, rows, cols] = True
+    seg, bits = sch.seg_start.long().view(-1, sch.nseg), sch.tile_bits
+    work, slots = [], []
+    for row, tb, tf, te, slot in sch.programs.view(-1, 5).tolist()[:sch.num_programs]:
+        h, o = divmod(row, sch.num_outer)
+        work.append(te - tb)
+        slots.append(slot)
+        assert split is None or te - tb <= split
+        for t in range(tb, te):
+            for g in range(outer // sch.unit):
+                for s in range(sch.nseg):
+                    if t < tf or (int(bits[t]) >> (g * sch.nseg + s)) & 1:
+                        rows = slice(o * outer + g * sch.unit, o * outer + (g + 1) * sch.unit)
+                        cols = slice(int(seg[t, s]), int(seg[t, s]) + sch.seg)
+                        got[h, rows, cols] = True
     if causal:  # the kernel applies the element-level diagonal itself
         tri = torch.ones(S, S, dtype=torch.bool).tril()
         got &= tri.T if transpose else tri
     assert torch.equal(got, want)
-    ordered = [work[int(p)] for p in sch.order]
-    if sch.ordered:
-        assert ordered == sorted(ordered, reverse=True)
-    else:
-        assert sch.order.tolist() == list(range(len(work)))
+    assert work == sorted(work, reverse=True)
+    assert sorted(s for s in slots if s >= 0) == list(range(sch.num_slots))
 
 
-def test_global_rows_run_first():
+def test_global_rows_run_first_and_split():
     lay = torch.eye(16, dtype=torch.long)
     lay[5] = 1  # a global row: 16 tiles where the others have 1
     sch = tile_schedule(lay, 64, 64, 64, causal=False, transpose=False, num_heads=2)
-    assert sch.ordered and sch.order[:2].tolist() == [5, 16 + 5]
-    even = tile_schedule(torch.eye(16, dtype=torch.long), 64, 64, 64, causal=False, transpose=False, num_heads=2)
-    assert not even.ordered
+    assert sch.programs.view(-1, 5)[:2, 0].tolist() == [5, 16 + 5]
+    sch = tile_schedule(lay, 64, 64, 64, causal=False, transpose=False, num_heads=2, split=4)
+    assert sch.num_programs == 2 * (15 + 4) and sch.num_split_rows == 2 and sch.num_slots == 8
+    assert sch.combine.view(-1, 3).tolist() == [[5, 0, 4], [21, 4, 4]]
+
+
+@cpu_kernels
+@pytest.mark.parametrize("causal,mask,mode", [(False, None, None), (True, "kpm", "add"), (False, "am", "mul")])
+def test_split_rows(poison, monkeypatch, causal, mask, mode):
+    """Force every multi-tile row to split into 1-tile programs merged by the combine kernel."""
+    from sparsecli.kernels import attention
+
+    monkeypatch.setattr(attention, "MIN_SPLIT_TILES", 1)
+    monkeypatch.setattr(attention, "_num_sms", lambda device: 10**6)
+    check(2, 2, 256, 32, 32, torch.float16, causal=causal, per_head=True, mask=mask, mode=mode)
 
 
 BAD = [
