@@ -3,8 +3,9 @@
 # writes the baseline, the second is gated against it, then run-to-run agreement of the medians.
 #   OUT=dir bash benchmarks/run_h100.sh [extra sparsecli bench flags]
 set -u
-OUT=${OUT:-benchmarks/out}
-mkdir -p "$OUT"
+FINAL=${OUT:-benchmarks/out}
+OUT=$(mktemp -d)  # everything lands here, then one tarball + the baseline go to $FINAL (few files)
+mkdir -p "$FINAL"
 PY=${PY:-python3}  # the device image's python3 holds torch; its pip's scripts may not be on PATH
 $PY -m pip install --no-deps --no-build-isolation -q -e . >"$OUT/pip.log" 2>&1 || { cat "$OUT/pip.log"; exit 1; }
 sparsecli() { $PY -c 'from sparsecli.cli import main; main()' "$@"; }
@@ -29,3 +30,6 @@ for p in $PRESETS; do
   grep BEYOND "$OUT/$p-agreement.txt"
   tail -3 "$OUT/$p-run2.err"
 done
+$PY -m pytest -q -m gpu tests/bench >"$OUT/gpu-tests.txt" 2>&1; echo "gpu tests: $(tail -1 "$OUT/gpu-tests.txt")"
+cp "$BASE" "$FINAL/"
+tar -czf "$FINAL/h100-results.tar.gz" -C "$OUT" .

@@ -136,5 +136,8 @@ def make_baseline(new: dict, previous: dict | None = None) -> dict:
     kept = [r for r in (previous or {}).get("results", []) if r["case_id"] not in ran]
     doc["results"] = kept + list(new["results"])
     doc["gate"] = dict(sorted(gate.items()))
+    if previous and isinstance(previous.get("config"), dict) and isinstance(new.get("config"), dict):
+        presets = previous["config"].get("presets", []) + new["config"].get("presets", [])
+        doc["config"] = {**new["config"], "presets": list(dict.fromkeys(presets))}
     doc.pop("gate_report", None)
     return doc

@@ -56,7 +56,8 @@ def _three_op(ctx: Ctx) -> Attn:
 def _token_mask(ctx: Ctx) -> torch.Tensor:
     from ..kernels import token_mask
 
-    return token_mask(ctx.layout, ctx.block, ctx.causal)
+    # token_mask builds on the CPU unless told otherwise; SDPA wants the mask beside q.
+    return token_mask(ctx.layout, ctx.block, ctx.causal, device=ctx.layout.device)
 
 
 def _sdpa_masked(ctx: Ctx) -> Attn:
