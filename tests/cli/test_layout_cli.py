@@ -111,3 +111,11 @@ def test_help_imports_no_heavy_modules():
     proc = subprocess.run([sys.executable, "-c", "from sparsecli.cli import main; main()", "--help"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "layout" in proc.stdout
+
+
+def test_info_reports_versions_and_cpu_path():
+    res = runner.invoke(app, ["info", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["torch"] and doc["sparsecli"]
+    assert doc["benchmark"] in ("available", "needs a CUDA GPU")
