@@ -7,7 +7,7 @@ Per case, ``change = new_ratio / base_ratio - 1``. With the case's tolerance ``t
 regression if ``change >= tol``; stale baseline (a win the baseline should record) if
 ``base_ratio / new_ratio - 1 >= tol``. ``tol`` is the entry's own ``tolerance`` when the
 baseline file sets one, else ``max(floor, NOISE_K * noise)``: ``floor`` is ``--tolerance`` and
-``noise`` the baseline's relative p20-p80 spread of both timings. Changes are rounded to 1e-4,
+``noise`` the baseline's half p20-p80 range (relative) of both timings, summed. Changes are rounded to 1e-4,
 far below timing noise, so "a 10% slowdown at 10% tolerance" is decided the same way on every
 machine. A gated case that ran but has no valid time (error, wrong result, flash missing, or
 its layout changed) is *missing*. Regressions, stale entries and missing cases fail the gate.
@@ -59,7 +59,8 @@ class Report:
 
 
 def _spread(row: dict) -> float:
-    return (row["p80_ms"] - row["p20_ms"]) / row["median_ms"] if row.get("median_ms") else 0.0
+    """Half the p20-p80 range over the median: a timing's own jitter, tails excluded."""
+    return (row["p80_ms"] - row["p20_ms"]) / (2 * row["median_ms"]) if row.get("median_ms") else 0.0
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -137,7 +138,9 @@ def make_baseline(new: dict, previous: dict | None = None) -> dict:
     doc["results"] = kept + list(new["results"])
     doc["gate"] = dict(sorted(gate.items()))
     if previous and isinstance(previous.get("config"), dict) and isinstance(new.get("config"), dict):
-        presets = previous["config"].get("presets", []) + new["config"].get("presets", [])
-        doc["config"] = {**new["config"], "presets": list(dict.fromkeys(presets))}
+        doc["config"] = dict(new["config"])
+        for key in ("presets", "preset_paths"):
+            both = previous["config"].get(key, []) + new["config"].get(key, [])
+            doc["config"][key] = list(dict.fromkeys(both))
     doc.pop("gate_report", None)
     return doc

@@ -85,6 +85,8 @@ def gate_table(report: Report) -> Table:
                  "base ms", "new ms", "note"):
         t.add_column(name, justify="left" if name in ("case_id", "verdict", "note") else "right")
     for c in report.cases:
+        if c.verdict == "not_run":  # other presets' entries: counted in the title only
+            continue
         style = VERDICT_STYLE.get(c.verdict, "")
         t.add_row(c.case_id, f"[{style}]{c.verdict}[/]", _num(c.base_ratio, ".3f"), _num(c.new_ratio, ".3f"),
                   _num(c.change, "+.1%"), _num(c.tolerance, ".0%"), _num(c.base_ms, ".3f"),
