@@ -31,6 +31,9 @@ def results_figure(doc: dict):
     axes = fig.subplots(2, len(passes), squeeze=False)
     gpu = (doc.get("env") or {}).get("gpu") or "unknown GPU"
     fig.suptitle(f"sparsecli bench on {gpu}")
+    # One colour per series across every panel, so a provider reads the same everywhere.
+    labels = sorted({_series_key(r, multi) for r in rows})
+    colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     for col, pass_ in enumerate(passes):
         top, bottom = axes[0][col], axes[1][col]
         lines = defaultdict(list)
@@ -43,14 +46,14 @@ def results_figure(doc: dict):
                 points[_series_key(r, multi)].append((r["density"], r["speedup_vs_flash"]))
         for label, pts in sorted(lines.items()):
             pts.sort()
-            top.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            top.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, color=colour[label])
         top.set_xscale("log", base=2)
         top.set_xlabel("sequence length (tokens)")
         top.set_ylabel("TFLOP/s on non-zero blocks")
         top.set_title(f"{pass_}: throughput")
         top.grid(True, alpha=0.3)
         for label, pts in sorted(points.items()):
-            bottom.scatter([p[0] for p in pts], [p[1] for p in pts], label=label)
+            bottom.scatter([p[0] for p in pts], [p[1] for p in pts], label=label, color=colour[label])
         bottom.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
         bottom.set_xlabel("layout density (non-zero block fraction)")
         bottom.set_ylabel(f"speedup over {FLASH} (x)")

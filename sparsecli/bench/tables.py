@@ -42,7 +42,8 @@ def results_table(rows: list[dict], env: dict | None = None) -> Table:
     gpu = (env or {}).get("gpu") or "?"
     t = Table(title=f"sparsecli bench · {gpu} · median of do_bench (p20–p80)", title_justify="left",
               caption="TFLOP/s: nnz = on non-zero blocks, dense = dense-equivalent; speedup = "
-                      "other provider's median / this one's; mem = peak above the inputs",
+                      "other provider's median / this one's; mem = peak allocated during one call above "
+                      "what was allocated before it (persistent masks and index tables excluded)",
               caption_justify="left")
     t.add_column("provider", no_wrap=True)
     t.add_column("ms", justify="right")

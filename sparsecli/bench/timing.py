@@ -56,7 +56,11 @@ def host_ms(fn: Callable[[], object], device) -> float:
 
 
 def peak_memory_mib(fn: Callable[[], object], device) -> float | None:
-    """Peak allocation of one call above what was allocated before it, in MiB (CUDA only)."""
+    """Peak allocation of one call above what was allocated before it, in MiB (CUDA only).
+
+    Inputs and the provider's persistent state (masks, index tables, a saved graph for the
+    bwd pass) were allocated before, so this is the call's own workspace and outputs.
+    """
     if torch.device(device).type != "cuda":
         return None
     sync(device)
