@@ -52,7 +52,7 @@ def default_configs(block: int, head_dim: int, dtype: torch.dtype):
     # Measured on the H100 (docs/perf-notes.md): short sparse rows favour many small programs.
     if head_dim >= 128:
         return KernelConfig(128, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)
-    return KernelConfig(64, 64, 4, 3), KernelConfig(128, 64, 8, 2), KernelConfig(128, 64, 8, 2)
+    return KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)
 
 
 # Set by the benchmark script to try other tile shapes; None = default_configs.
@@ -158,7 +158,8 @@ class _Plan:
         kw = dict(causal=self.causal, transpose=which == "dkdv", num_heads=self.H, device=self.device)
         sch = tile_schedule(*args, **kw)
         if which == "fwd":  # split rows that would outlast the launch (global rows)
-            cap = max(MIN_SPLIT_TILES, -(-self.B * sch.num_tiles * self.H // _num_sms(self.device) // 4))
+            slots = _num_sms(self.device) * SPLIT_PROGRAMS_PER_SM
+            cap = max(MIN_SPLIT_TILES, -(-self.B * sch.total_tiles // slots))
             if sch.max_tiles > cap:
                 sch = tile_schedule(*args, split=cap, **kw)
         return sch
@@ -183,6 +184,8 @@ class _Plan:
 
 # Rows are split only into pieces of at least this many tiles (merging costs a pass over D).
 MIN_SPLIT_TILES = 16
+# A row is split when it is longer than the launch's average work per this many programs per SM.
+SPLIT_PROGRAMS_PER_SM = 8
 
 
 def _num_sms(device) -> int:

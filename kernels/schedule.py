@@ -45,6 +45,7 @@ class TileSchedule:
     combine: torch.Tensor  # int32 (R, 3): split row, its first slot, its number of slots
     num_split_rows: int
     num_slots: int
+    total_tiles: int  # tiles walked by all programs of one batch element (every head)
     num_tiles: int
     max_tiles: int  # longest list (the critical path of a launch)
 
@@ -113,7 +114,7 @@ def _build(lay: torch.Tensor, block: int, outer: int, inner: int, causal: bool,
     seg_start, bits, full = seg_start[perm], bits[perm], full[perm]
     num_full = torch.zeros(Hl * num_outer, dtype=torch.int64).index_add_(0, row_of_tile, full.long())
 
-    progs, combine, num_slots = _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split)
+    progs, combine, num_slots, total = _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split)
 
     def dev(t, dtype=torch.int32):
         if t.numel() == 0:  # kernels index nothing, but want a real pointer
@@ -124,7 +125,7 @@ def _build(lay: torch.Tensor, block: int, outer: int, inner: int, causal: bool,
         outer=outer, inner=inner, unit=unit, seg=seg, nseg=nseg, num_outer=num_outer,
         seg_start=dev(seg_start.flatten()), tile_bits=dev(bits, torch.int64),
         programs=dev(progs), num_programs=progs.shape[0], combine=dev(combine),
-        num_split_rows=combine.shape[0], num_slots=num_slots,
+        num_split_rows=combine.shape[0], num_slots=num_slots, total_tiles=total,
         num_tiles=T, max_tiles=int(ntiles.max()) if ntiles.numel() else 0,
     )
 
@@ -150,7 +151,7 @@ def _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split):
     # Slots of a split row are consecutive: (row, first slot, number of slots).
     first_slot = torch.cumsum(torch.where(nchunks > 1, nchunks, 0), 0) - torch.where(nchunks > 1, nchunks, 0)
     combine = torch.stack([split_rows, first_slot[split_rows], nchunks[split_rows]], 1)
-    return progs, combine, int(is_split.sum())
+    return progs, combine, int(is_split.sum()), int(work.sum())
 
 
 def tile_schedule(layout: torch.Tensor, block: int, outer: int, inner: int, *, causal: bool,
