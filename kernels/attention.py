@@ -282,6 +282,14 @@ def blocksparse_attention(q, k, v, layout, block, *, causal=False, sm_scale=None
             rpe=None if rpe is None else rpe.detach(), compute_dtype=compute)
         return out.to(q.dtype)
 
+    if q.dtype == torch.bfloat16 and not q.is_cuda:
+        # Triton's interpreter computes bf16 dots wrongly (numpy has no bf16): run the same
+        # kernels in fp32 and round the result, autograd casting the gradients back.
+        out = blocksparse_attention(q.float(), k.float(), v.float(), layout, block, causal=causal,
+                                    sm_scale=sm_scale, key_padding_mask=key_padding_mask,
+                                    key_padding_mask_mode=key_padding_mask_mode, attn_mask=attn_mask,
+                                    attn_mask_mode=attn_mask_mode, rpe=rpe)
+        return out.to(torch.bfloat16)
     plan = _Plan(layout, block, causal, float(sm_scale), kpm, kpm_kind, am, am_kind, rpe_t,
                  rpe_sb, rpe_sh, (B, H, S, D), q.dtype, q.device)
     return _BlockSparseAttention.apply(q, k, v, plan)

@@ -149,6 +149,11 @@ def test_dense_and_empty_layouts(poison):
 
 
 @cpu_kernels
+def test_bf16_on_cpu_runs_the_kernels_in_fp32(poison):
+    check(1, 2, 128, 32, 32, torch.bfloat16, causal=True)
+
+
+@cpu_kernels
 def test_backward_is_deterministic():
     q, k, v = (_rand(1, 2, 128, 16, dtype=torch.float16).requires_grad_() for _ in range(3))
     lay = make_layout(2, 8)
