@@ -15,7 +15,8 @@ BLOCKS = (16, 32, 64, 128)
 
 def interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    # Triton's own truth test for this variable (getenv_bool): 1, true or on, any case.
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on")
 
 
 def check_block(block) -> int:

@@ -20,11 +20,11 @@ backward is deterministic: no atomics, each gradient element is reduced by a sin
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 
+from ._checks import interpreting
 from .lut import as_layout
 from .masks import check_mode
 from .reference import blocksparse_attention_reference
@@ -132,7 +132,7 @@ def _prep_rpe(rpe, B, H, S, device):
 
 
 def _use_triton(q: torch.Tensor) -> bool:
-    return q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    return q.is_cuda or interpreting()
 
 
 class _Plan:
