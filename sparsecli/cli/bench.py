@@ -110,7 +110,7 @@ def _run(preset, seq, dtype, pass_, providers, batch, head_dim, fmt, dry_run, wa
     if not torch.cuda.is_available():
         raise UserError("no CUDA GPU found: sparsecli bench times GPU kernels (--dry-run lists the cases anywhere)")
     from ..bench import results as res
-    from ..bench.runner import Runner, RunOptions
+    from ..bench.runner import RunOptions
     from ..bench.timing import TimingConfig
 
     opts = RunOptions(device="cuda", timing=TimingConfig(warmup_ms, rep_ms), check=check)

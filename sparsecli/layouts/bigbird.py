@@ -1,7 +1,6 @@
 """BigBird: random blocks + a sliding window + the first blocks as global (ITC)."""
 from __future__ import annotations
 
-import torch
 
 from .base import SparsityConfig, _int, band, check_attention, check_fits, random_blocks
 

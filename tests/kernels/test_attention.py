@@ -8,32 +8,20 @@ Every check draws fresh random inputs and poisons the kernel's outputs before it
 from __future__ import annotations
 
 import itertools
-import math
 import os
 
 import pytest
 import torch
 
+from sparsecli.kernels._checks import interpreting
 from sparsecli.kernels import blocksparse_attention, blocksparse_attention_reference
 from sparsecli.kernels.schedule import tile_schedule
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRET = interpreting()
 cpu_kernels = pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 (set without CUDA)")
 
 OUT_BOUND = {torch.float16: 5e-3, torch.bfloat16: 1.5e-2, torch.float32: 5e-3}
 _GEN = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
-
-
-@pytest.fixture
-def poison(monkeypatch):
-    """Make every float buffer the kernels allocate start as NaN, so unwritten elements show."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def nan_fill(t):
-        return t.fill_(math.nan) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan_fill(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan_fill(empty_like(*a, **k)))
 
 
 def _rand(*shape, dtype=torch.float32, device="cpu"):

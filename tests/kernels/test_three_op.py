@@ -9,34 +9,22 @@ mantissa, 8x coarser than fp16) gets rtol 3e-2/atol 1e-2. Outputs are NaN-poison
 from __future__ import annotations
 
 import itertools
-import math
-import os
 
 import pytest
 import torch
 
+from sparsecli.kernels._checks import interpreting
 from sparsecli.kernels import MatMul, Softmax, dense_to_sparse, sparse_to_dense
 from sparsecli.kernels.masks import additive_mask
 from sparsecli.kernels.reference import blocksparse_attention_reference, token_mask
 
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+INTERPRET = interpreting()
+pytestmark = pytest.mark.usefixtures("poison")  # every kernel output starts as NaN
 cpu_kernels = pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 (set without CUDA)")
 TOL = {torch.float32: (5e-4, 5e-5), torch.float16: (3e-2, 2e-3), torch.bfloat16: (3e-2, 1e-2)}
 F16, F32, BF16 = torch.float16, torch.float32, torch.bfloat16
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    """Kernel outputs start as NaN, so an element no kernel wrote fails the comparison."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def nan_fill(t):
-        return t.fill_(math.nan) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan_fill(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan_fill(empty_like(*a, **k)))
 
 
 def make_layout(H, R, C, rho=0.5, seed=0):
