@@ -1,33 +1,34 @@
 """Time make_layout for every kind at seq 65,536, block 16, 16 heads, different layouts per head.
 
-    python scripts/bench_layouts.py          # prints one line per kind (target: < 2 s each)
+Each timing runs in a fresh process (the 2 GiB result's first-touch cost depends on how fast the
+OS hands out pages, which a warm process hides), three times per kind; prints min / median / max.
+
+    python scripts/bench_layouts.py          # target: < 2 s per kind
 """
-import random
-import time
+import statistics
+import subprocess
+import sys
 
-from sparsecli.layouts import (
-    BigBirdSparsityConfig,
-    BSLongformerSparsityConfig,
-    DenseSparsityConfig,
-    FixedSparsityConfig,
-    LocalSlidingWindowSparsityConfig,
-    VariableSparsityConfig,
-)
-
-CONFIGS = [
-    DenseSparsityConfig(16, 16, True),
-    FixedSparsityConfig(16, 16, True, num_different_global_patterns=4),
-    VariableSparsityConfig(16, 16, True, num_random_blocks=2),
-    BigBirdSparsityConfig(16, 16, True),
-    BSLongformerSparsityConfig(16, 16, True),
-    LocalSlidingWindowSparsityConfig(16, 16),  # has no different_layout_per_head
-]
+CONFIGS = {
+    "dense": "DenseSparsityConfig(16, 16, True)",
+    "fixed": "FixedSparsityConfig(16, 16, True, num_different_global_patterns=4)",
+    "variable": "VariableSparsityConfig(16, 16, True, num_random_blocks=2)",
+    "bigbird": "BigBirdSparsityConfig(16, 16, True)",
+    "bslongformer": "BSLongformerSparsityConfig(16, 16, True)",
+    "local_sliding_window": "LocalSlidingWindowSparsityConfig(16, 16)",  # has no different_layout_per_head
+}
+ONE = """
+import random, time
+from sparsecli.layouts import *
+config = {expr}
+random.seed(0)
+t0 = time.perf_counter()
+layout = config.make_layout(65536)
+print(time.perf_counter() - t0)
+"""
 
 if __name__ == "__main__":
-    for config in CONFIGS:
-        random.seed(0)
-        t0 = time.perf_counter()
-        layout = config.make_layout(65536)
-        elapsed = time.perf_counter() - t0
-        print(f"{config.kind:22s} {elapsed:6.2f} s   shape {tuple(layout.shape)}  nnz {int(layout.sum())}")
-        del layout
+    for kind, expr in CONFIGS.items():
+        times = [float(subprocess.run([sys.executable, "-c", ONE.format(expr=expr)], capture_output=True, text=True,
+                                      check=True).stdout) for _ in range(3)]
+        print(f"{kind:22s} min {min(times):5.2f} s  median {statistics.median(times):5.2f} s  max {max(times):5.2f} s")
