@@ -2,24 +2,14 @@
 
 Deterministic by construction: dK/dV programs own a key tile and walk the column lists (query
 tiles gathered from the transposed layout), dQ programs own a query tile and walk the row lists;
-no atomics, so every gradient element is summed in a fixed order by one program.
+no atomics, so every gradient element is summed in a fixed order by one program. The dQ launch
+runs first and also writes Delta = rowsum(dO * O) for its rows (every query row has a dQ
+program, empty rows included), which the dK/dV launch then reads: no separate Delta pass.
 """
 import triton
 import triton.language as tl
 
 from ._attn_common import _inner_tokens, _key_tile_scores, _load_rows, _program, _scores
-
-
-@triton.jit
-def _attn_bwd_delta(Out, dOut, Delta, ROWS, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
-    """Delta = rowsum(dO * O), the softmax-backward term shared by dQ and dK/dV."""
-    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    d = tl.arange(0, HEAD_DIM)
-    ok = r < ROWS
-    offs = r.to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
-    o = tl.load(Out + offs, mask=ok[:, None], other=0.0).to(tl.float32)
-    do = tl.load(dOut + offs, mask=ok[:, None], other=0.0).to(tl.float32)
-    tl.store(Delta + r, tl.sum(o * do, 1), mask=ok)
 
 
 @triton.jit
@@ -76,7 +66,7 @@ def _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t_begin, t_end,
 
 
 @triton.jit
-def _attn_bwd(Q, K, V, dO, LSE, Delta, dQ, dK, dV,
+def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
               programs, seg_start, tile_bits,
               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
               B, H, S, NUM_OUTER, qk_scale, sm_scale,
@@ -85,7 +75,10 @@ def _attn_bwd(Q, K, V, dO, LSE, Delta, dQ, dK, dV,
               CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
               DOT_PREC: tl.constexpr, KEYS_OUTER: tl.constexpr):
-    """dK/dV (KEYS_OUTER: a key tile of BLOCK_N over gathered query tiles of BLOCK_M) or dQ."""
+    """dK/dV (KEYS_OUTER: a key tile of BLOCK_N over gathered query tiles of BLOCK_M) or dQ.
+
+    The dQ launch (not KEYS_OUTER) writes Delta; the dK/dV launch must come after it.
+    """
     bz, h, o, t0, tf, t1, slot = _program(programs, B, NUM_OUTER)
     bh = (bz * H + h).to(tl.int64)
     base = bh * S * HEAD_DIM
@@ -116,7 +109,9 @@ def _attn_bwd(Q, K, V, dO, LSE, Delta, dQ, dK, dV,
         q = _load_rows(Q + base, tq, HEAD_DIM)
         do = _load_rows(dO + base, tq, HEAD_DIM)
         lse = tl.load(LSE + bh * S + tq)
-        delta = tl.load(Delta + bh * S + tq)
+        o = _load_rows(Out + base, tq, HEAD_DIM)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        tl.store(Delta + bh * S + tq, delta)
         dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
         dq = _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t0, tf,
                        seg_start, tile_bits, qk_scale, bz, h, S,

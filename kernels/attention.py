@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import interpreting
-from .lut import as_layout
+from .lut import as_layout, cached_per_layout
 from .masks import check_mode
 from .reference import blocksparse_attention_reference
 from .schedule import tile_schedule, tile_size
@@ -47,12 +47,36 @@ class KernelConfig:
     num_stages: int
 
 
-def default_configs(block: int, head_dim: int, dtype: torch.dtype):
-    """(forward, dK/dV, dQ) configs; dK/dV's outer tile is keys, the others' queries."""
-    # Measured on the H100 (docs/perf-notes.md): short sparse rows favour many small programs.
+def default_configs(block: int, head_dim: int, dtype: torch.dtype, row_keys: float = 0.0):
+    """(forward, dK/dV, dQ) configs; dK/dV's outer tile is keys, the others' queries.
+
+    ``row_keys``: the layout's mean keys per query row. Measured on the H100 (docs/perf-notes.md,
+    runs 3 and 5): short sparse rows favour many small programs; an outer tile larger than the
+    layout block pads its gathered lists (the union of its rows' lists), so 128-token outer
+    tiles only at block 128. At D <= 64 and block 128 the dK/dV launch gains 5-9% from 128-key
+    tiles over 32-query steps, 5 stages deep; long rows (Fixed, dense) 2-4% in the forward from
+    128x64 tiles on 8 warps.
+    """
     if head_dim >= 128:
         return KernelConfig(128, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)
-    return KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)
+    small = KernelConfig(64, 64, 4, 3)
+    if block < 128:
+        return small, small, small
+    fwd = KernelConfig(128, 64, 8, 3) if row_keys >= LONG_ROW_KEYS else small
+    return fwd, KernelConfig(128, 32, 4, 5), small
+
+
+# Mean keys per query row from which the forward takes the long-row config (sliding windows of a
+# few blocks stay below, Fixed/dense rows of thousands of keys above).
+LONG_ROW_KEYS = 2048
+
+
+def mean_row_keys(layout, block: int) -> float:
+    """Mean number of keys a query row of ``layout`` attends to (cached per layout)."""
+    def build():
+        lay = as_layout(layout)
+        return float(lay.sum()) * block / max(1, lay.shape[0] * lay.shape[1])
+    return cached_per_layout(layout, ("row_keys", block), build)
 
 
 # Set by the benchmark script to try other tile shapes; None = default_configs.
@@ -141,7 +165,7 @@ class _Plan:
     def __init__(self, layout, block, causal, sm_scale, kpm, kpm_kind, am, am_kind, rpe, rpe_sb,
                  rpe_sh, shape, dtype, device):
         B, H, S, D = shape
-        fwd, dkdv, dq = CONFIG_OVERRIDE or default_configs(block, D, dtype)
+        fwd, dkdv, dq = CONFIG_OVERRIDE or default_configs(block, D, dtype, mean_row_keys(layout, block))
         self.B, self.H, self.S, self.D = B, H, S, D
         self.layout, self.block, self.causal, self.sm_scale = layout, block, causal, sm_scale
         self.configs = {"fwd": fwd, "dkdv": dkdv, "dq": dq}
@@ -215,17 +239,16 @@ def _forward(plan: _Plan, q, k, v):
 
 
 def _backward(plan: _Plan, q, k, v, out, lse, dout):
-    from ._attn_bwd import _attn_bwd, _attn_bwd_delta
+    from ._attn_bwd import _attn_bwd
 
     dout = dout.contiguous()
-    rows = plan.B * plan.H * plan.S
     delta = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
-    _attn_bwd_delta[(_cdiv(rows, 64),)](out, dout, delta, rows, HEAD_DIM=plan.D, BLOCK=64)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    tensors = (q, k, v, dout, lse, delta, dq, dk, dv)
+    tensors = (q, k, v, out, dout, lse, delta, dq, dk, dv)
     scales = (plan.sm_scale * LOG2E, plan.sm_scale)
-    plan.launch(_attn_bwd, "dkdv", plan.schedule("dkdv"), tensors, scales, KEYS_OUTER=True)
+    # dQ first: its programs cover every query row and write Delta, which dK/dV reads.
     plan.launch(_attn_bwd, "dq", plan.schedule("dq"), tensors, scales, KEYS_OUTER=False)
+    plan.launch(_attn_bwd, "dkdv", plan.schedule("dkdv"), tensors, scales, KEYS_OUTER=True)
     return dq, dk, dv
 
 

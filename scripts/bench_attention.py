@@ -104,7 +104,7 @@ def peak_mib(run):
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def run_case(c: Case, check=True):
+def run_case(c: Case, check=True, warm_only=False):
     lay = make_layout(c.layout, c.block, c.S).cuda()
     nnz = int(lay.sum())  # over all H heads
     q, k, v = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype,
@@ -118,6 +118,10 @@ def run_case(c: Case, check=True):
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
+    if warm_only:  # compile ours and Flex (inductor's on-disk cache serves the timing process)
+        for fn in (ours, flex):
+            step(fn, q, k, v, dout, c.mode)()
+        return None
     row = dict(case_id=c.case_id, **{k_: (str(v_) if k_ == "dtype" else v_) for k_, v_ in asdict(c).items()})
     row["density"] = nnz / (H * (c.S // c.block) ** 2)
     if check:
@@ -138,37 +142,85 @@ def run_case(c: Case, check=True):
     return row
 
 
-TUNE_FWD = [attn.KernelConfig(*t) for t in (
-    (64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 4, 3),
-    (128, 64, 4, 4), (128, 128, 8, 3), (64, 128, 4, 3))]
-TUNE_BWD = [(attn.KernelConfig(*a), attn.KernelConfig(*b)) for a, b in (
-    ((128, 64, 8, 2), (128, 64, 8, 2)), ((64, 64, 4, 3), (64, 64, 4, 3)),
-    ((64, 64, 4, 2), (64, 64, 4, 2)), ((64, 32, 4, 3), (64, 32, 4, 3)),
-    ((128, 32, 8, 3), (64, 64, 4, 3)), ((64, 64, 8, 3), (128, 64, 8, 2)),
-    ((128, 64, 8, 3), (128, 64, 8, 3)))]
+def _cfgs(*ts):
+    return [attn.KernelConfig(*t) for t in ts]
 
 
-def tune(selected):
-    """Time fwd configs (fwd cases) or bwd configs (fwdbwd cases) per case; print the ranking."""
-    rows = []
-    for c in selected:
-        fwd0, dkdv0, dq0 = attn.default_configs(c.block, c.D, c.dtype)
-        variants = ([(f, dkdv0, dq0) for f in TUNE_FWD] if c.mode == "fwd"
-                    else [(fwd0, a, b) for a, b in TUNE_BWD])
-        for cfg in variants:
-            attn.CONFIG_OVERRIDE = cfg
-            try:
-                r = run_case(c, check=True)
-            except Exception as e:  # a config that does not fit (shared memory) is just skipped
-                print(f"  {c.case_id} {cfg}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+# Per pass and head dim: (outer, inner, warps, stages); the first of each list is compared with
+# the current default. dK/dV's outer tile is keys, the forward's and dQ's queries.
+TUNE = {
+    ("fwd", 64): _cfgs((64, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 2),
+                       (128, 128, 8, 3), (128, 128, 4, 3), (64, 64, 4, 4), (128, 64, 4, 3)),
+    ("fwd", 128): _cfgs((128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2),
+                        (64, 64, 4, 3), (64, 64, 4, 4), (128, 32, 4, 3)),
+    ("dkdv", 64): _cfgs((64, 64, 4, 3), (128, 32, 4, 5), (128, 32, 4, 3), (128, 64, 8, 3),
+                        (128, 32, 8, 3), (64, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 4)),
+    ("dkdv", 128): _cfgs((64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 3), (128, 64, 8, 2),
+                         (64, 64, 8, 3), (128, 32, 4, 3)),
+}
+TUNE[("dq", 64)], TUNE[("dq", 128)] = TUNE[("dkdv", 64)], TUNE[("dkdv", 128)]
+# Representative cases: short rows (sliding), long rows (Fixed, dense), both head dims, fp16.
+TUNE_CASES = ("sliding-b128-S8192-B4-D64-bf16-fwd", "fixed-b128-S16384-B2-D64-bf16-fwd",
+              "dense-b128-S4096-B8-D64-bf16-fwd", "dense-b128-S4096-B8-D64-fp16-fwd",
+              "sliding-b128-S8192-B4-D128-bf16-fwd", "fixed-b128-S16384-B2-D128-bf16-fwd",
+              "sliding-b128-S8192-B4-D64-bf16-fwdbwd", "sliding-b64-S8192-B4-D64-bf16-fwdbwd",
+              "dense-b128-S4096-B8-D64-bf16-fwdbwd", "sliding-b128-S8192-B4-D128-bf16-fwdbwd")
+
+
+def _tune_tasks(selected):
+    """(case, pass, config) to time: each pass's configs vary alone, the others stay default."""
+    return [(c, which, cfg) for c in selected
+            for which in (("fwd",) if c.mode == "fwd" else ("dq", "dkdv"))
+            for cfg in TUNE[(which, 64 if c.D <= 64 else 128)]]
+
+
+def tune(selected, warm_only=False, shard=(0, 1)):
+    """Time one kernel pass per config (forward, or the whole backward with one of its two
+    launches varied), without the baselines; ``warm_only`` just compiles (a shard of) them."""
+    rows, cur = [], None
+    tasks = _tune_tasks(selected)
+    if warm_only:
+        tasks = tasks[shard[0]::shard[1]]
+    for c, which, cfg in tasks:
+        if cur is not c:  # inputs, a plan on the default configs, and its reference results
+            cur = c
+            lay = make_layout(c.layout, c.block, c.S).cuda()
+            q, k, v, dout = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype) for _ in range(4))
+            plan = attn._Plan(lay, c.block, False, c.D ** -0.5, None, 0, None, 0, None, 0, 0,
+                              (c.B, H, c.S, c.D), c.dtype, q.device)
+            defaults = dict(plan.configs)
+            out, lse = attn._forward(plan, q, k, v)
+            ref = (out,) if c.mode == "fwd" else attn._backward(plan, q, k, v, out, lse, dout)
+        plan.configs = dict(defaults, **{which: cfg})
+        fn = ((lambda: attn._forward(plan, q, k, v)) if which == "fwd"
+              else (lambda: attn._backward(plan, q, k, v, out, lse, dout)))
+        try:
+            got = fn()
+            got = got[:1] if which == "fwd" else got
+            err = max(rel(g, r) for g, r in zip(got, ref))
+            if warm_only:
                 continue
-            r["config"] = [asdict(x) for x in cfg]
-            rows.append(r)
-            print(f"  {c.case_id} {[tuple(asdict(x).values()) for x in cfg]}: ours {r['ours_ms']:.3f} ms "
-                  f"({r['ours_tflops']:.0f} TF/s) flex {r['flex_ms']:.3f} err {r['rel_err_vs_baseline']:.1e}",
-                  file=sys.stderr, flush=True)
-    attn.CONFIG_OVERRIDE = None
+            ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+        except Exception as e:  # a config that does not fit (shared memory) is just skipped
+            print(f"  {c.case_id} {which} {cfg}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+            continue
+        rows.append(dict(case_id=c.case_id, which=which, config=asdict(cfg), ms=ms, rel_err=err,
+                         default=cfg == defaults[which]))
+        print(f"  {c.case_id:40s} {which:4s} {tuple(asdict(cfg).values())}: {ms:.4f} ms err {err:.1e}"
+              f"{'  (default)' if rows[-1]['default'] else ''}", file=sys.stderr, flush=True)
     return rows
+
+
+def print_tune(rows):
+    """Per case and pass: the default's time, the best config and its time over the default's."""
+    print(f"{'case':40s} {'pass':4s} {'default ms':>10s} {'best':>18s} {'best ms':>8s} {'best/def':>8s}")
+    for key in dict.fromkeys((r["case_id"], r["which"]) for r in rows):
+        rs = [r for r in rows if (r["case_id"], r["which"]) == key]
+        d = next((r for r in rs if r["default"]), None)
+        b = min(rs, key=lambda r: r["ms"])
+        dms = d["ms"] if d else float("nan")
+        print(f"{key[0]:40s} {key[1]:4s} {dms:10.4f} {str(tuple(b['config'].values())):>18s} "
+              f"{b['ms']:8.4f} {b['ms'] / dms:8.3f}")
 
 
 def env():
@@ -181,13 +233,25 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=[], help="keep cases whose id contains any of these")
     ap.add_argument("--tune", action="store_true", help="sweep tile configs instead of the table")
+    ap.add_argument("--warm-only", action="store_true", help="compile (a shard of) the cases, do not time")
+    ap.add_argument("--shard", default="0/1", help="with --warm-only: I/N, this process's share")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
     args = ap.parse_args()
     torch._dynamo.config.cache_size_limit = 64
     torch._dynamo.config.automatic_dynamic_shapes = False  # Flex compiled per shape, as users run it
-    selected = [c for c in cases() if not args.cases or any(s in c.case_id for s in args.cases)]
+    wanted = args.cases or (TUNE_CASES if args.tune else [])
+    # In the order of the patterns given (cases a cut-short run must reach first go first).
+    selected = cases() if not wanted else list(dict.fromkeys(
+        c for w in wanted for c in cases() if w in c.case_id))
+    shard = tuple(int(x) for x in args.shard.split("/"))
+    if args.warm_only and not args.tune:
+        for c in selected[shard[0]::shard[1]]:
+            run_case(c, warm_only=True)
+        return
     if args.tune:
-        rows = tune(selected)
+        rows = tune(selected, args.warm_only, shard)
+        if args.warm_only:
+            return
     else:
         rows = []
         for c in selected:
@@ -196,10 +260,14 @@ def main():
             print(f"{c.case_id:42s} ours {r['ours_ms']:8.3f} ms {r['ours_tflops']:6.0f} TF/s | "
                   f"flex x{r['ours_over_flex']:.2f} flash x{r['ours_over_flash']:.2f} "
                   f"err {r['rel_err_vs_baseline']:.1e}", file=sys.stderr, flush=True)
-    with open(args.out, "w") as f:
+            _dump(args.out, rows)  # after every case: a run cut short keeps what it measured
+    _dump(args.out, rows)
+    (print_tune if args.tune else print_table)(rows)
+
+
+def _dump(path, rows):
+    with open(path, "w") as f:
         json.dump({"schema_version": 1, "env": env(), "results": rows}, f, indent=1)
-    if not args.tune:
-        print_table(rows)
 
 
 def print_table(rows):
