@@ -252,10 +252,6 @@ def _backward(plan: _Plan, q, k, v, out, lse, dout):
     return dq, dk, dv
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 class _BlockSparseAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, plan):
