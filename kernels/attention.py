@@ -25,10 +25,9 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import interpreting
-from .lut import as_layout, cached_per_layout
+from .lut import as_layout, cached_per_layout, tile_schedule, tile_size
 from .masks import check_mode
 from .reference import blocksparse_attention_reference
-from .schedule import tile_schedule, tile_size
 
 HEAD_DIMS = (16, 32, 64, 128)
 BLOCKS = (16, 32, 64, 128)

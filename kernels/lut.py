@@ -1,4 +1,8 @@
-"""Layout -> index tables, shared by every kernel (fused attention and the three-op path).
+"""Layout -> index tables, built here for every kernel (fused attention and the three-op path).
+
+Two views of one layout: ``block_tables`` (CSR row lists / CSC column lists of the layout's
+blocks, DeepSpeed's sparse-tensor order; the three-op MatMul/Softmax) and ``tile_schedule``
+(the same rows and columns grouped into the fused kernel's gathered 64/128-wide tiles).
 
 A layout is ``(H, R, C)`` of 0/1 (a 2-D layout counts as one head). Its non-zero blocks are
 numbered in ``layout.nonzero()`` order — (head, row, col) lexicographic — which is DeepSpeed's
@@ -53,7 +57,7 @@ def as_layout(layout, name: str = "layout") -> torch.Tensor:
     return layout
 
 
-def _build(layout: torch.Tensor, device: torch.device) -> BlockTables:
+def _build_tables(layout: torch.Tensor, device: torch.device) -> BlockTables:
     H, R, C = layout.shape
     flat = layout.reshape(H * R, C)
     row_counts = flat.sum(1, dtype=torch.int64)
@@ -118,7 +122,7 @@ def cached_per_layout(layout: torch.Tensor, key: tuple, build):
 def block_tables(layout: torch.Tensor, device=None) -> BlockTables:
     """Index tables of ``layout`` on ``device``, cached per layout object and version."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return cached_per_layout(layout, (str(device),), lambda: _build(as_layout(layout), device))
+    return cached_per_layout(layout, (str(device),), lambda: _build_tables(as_layout(layout), device))
 
 
 def list_chunks(ptr: torch.Tensor, group: int) -> torch.Tensor:
@@ -136,3 +140,171 @@ def list_chunks(ptr: torch.Tensor, group: int) -> torch.Tensor:
     within = torch.arange(lists.numel(), device=p.device) - first_run[lists]
     first = p[lists] + within * group
     return torch.stack([lists, first], 1).to(torch.int32).contiguous()
+
+# ==============================================================================================
+# Tile schedules of the fused attention kernels.
+#
+# Layout -> tile schedule of the fused attention kernels (forward, dQ and dK/dV).
+#
+# Every kernel program owns one *outer* tile of ``outer`` contiguous tokens (queries in the forward
+# and dQ kernels, keys in dK/dV) and walks a list of *inner* tiles of ``inner`` tokens gathered from
+# the layout's non-zero blocks on the other side. Small layout blocks are what this is for: with
+# block 16 a 128x64 tile groups 8 query row-blocks and gathers 4 key blocks that need not be
+# adjacent (their token rows are addressed through ``seg_start``), and a bit per (row-block, key
+# block) pair says which of the 32 sub-blocks the layout really holds. Tiles whose bits are all set
+# (and, when causal, lie wholly on or below the diagonal) come first in each list and run without
+# any masking; the rest are masked element by element.
+#
+# Programs are listed heaviest-first so that BigBird/Longformer global rows, which visit every key
+# block, start at once instead of trailing behind a launch of light rows; in the forward, rows
+# longer than a cap are also split over several programs (merged by a small combine kernel).
+#
+# Everything here is O(layout): a few int32 entries per non-zero block, no per-token buffer.
+# ==============================================================================================
+
+MAX_TILE_BITS = 64  # sub-block bits of a tile live in one int64
+
+
+@dataclass(frozen=True)
+class TileSchedule:
+    """Gathered tiles of one direction of a layout, for ``outer x inner`` token tiles."""
+
+    outer: int  # tokens per outer tile (contiguous)
+    inner: int  # tokens per inner tile (gathered)
+    unit: int  # outer tokens per bit row: min(block, outer)
+    seg: int  # inner tokens per gathered segment: min(block, inner)
+    nseg: int  # segments per inner tile
+    num_outer: int  # outer tiles per head
+    seg_start: torch.Tensor  # int32 (T*nseg): first inner token of each segment
+    tile_bits: torch.Tensor  # int64 (T): bit g*nseg+s set = outer unit g sees segment s
+    # int32 (P, 5) per program, heaviest first: h*num_outer + o, first tile, first masked tile,
+    # end tile, partial-result slot (-1: the program owns its whole row and writes the output).
+    programs: torch.Tensor
+    num_programs: int
+    combine: torch.Tensor  # int32 (R, 3): split row, its first slot, its number of slots
+    num_split_rows: int
+    num_slots: int
+    total_tiles: int  # tiles walked by all programs of one batch element (every head)
+    num_tiles: int
+    max_tiles: int  # longest list (the critical path of a launch)
+
+
+def _pow2_at_most(n: int, cap: int) -> int:
+    t = 1
+    while t * 2 <= cap and n % (t * 2) == 0:
+        t *= 2
+    return t
+
+
+def tile_size(seq_len: int, want: int) -> int:
+    """Largest power of two <= ``want`` dividing ``seq_len`` (tiles never straddle the end)."""
+    return _pow2_at_most(seq_len, want)
+
+
+def _build_schedule(lay: torch.Tensor, block: int, outer: int, inner: int, causal: bool,
+           transpose: bool, num_heads: int, split: int, device) -> TileSchedule:
+    if lay.shape[0] > 1 and bool((lay == lay[:1]).all()):
+        lay = lay[:1]  # identical heads (most DeepSpeed configs): one shared table
+    Hl, R, C = lay.shape
+    if causal:
+        # Blocks above the diagonal hold only future keys: drop them before tiling.
+        lay = lay & torch.ones(R, C, dtype=torch.bool).tril()
+    if transpose:
+        lay = lay.transpose(1, 2)
+    unit, seg = min(block, outer), min(block, inner)
+    G, nseg = outer // unit, inner // seg
+    if G * nseg > MAX_TILE_BITS:
+        raise ValueError(f"tile {outer}x{inner} at block {block} needs {G * nseg} mask bits (> 64)")
+    lu = lay.repeat_interleave(block // unit, 1).repeat_interleave(block // seg, 2)
+    num_outer = lu.shape[1] // G
+    grp = lu.reshape(Hl, num_outer, G, lu.shape[2])
+    union = grp.any(2)  # inner segments any row of the outer tile needs
+    counts = union.sum(-1).flatten()
+    ntiles = (counts + nseg - 1) // nseg
+    tile_ptr = torch.zeros(Hl * num_outer + 1, dtype=torch.int64)
+    torch.cumsum(ntiles, 0, out=tile_ptr[1:])
+    entry_ptr = torch.cumsum(counts, 0) - counts
+    T = int(tile_ptr[-1])
+
+    nz = union.nonzero()  # (N, 3) in (head, outer, segment) order
+    row = nz[:, 0] * num_outer + nz[:, 1]
+    local = torch.arange(nz.shape[0]) - entry_ptr[row]
+    tile = tile_ptr[row] + local // nseg
+    slot = local % nseg
+    seg_start = torch.full((T, nseg), -1, dtype=torch.int64)
+    seg_start[tile, slot] = nz[:, 2] * seg
+    # Padding slots repeat slot 0 (always present): valid addresses, masked off by zero bits.
+    seg_start = torch.where(seg_start < 0, seg_start[:, :1], seg_start)
+
+    seen = grp[nz[:, 0], nz[:, 1], :, nz[:, 2]].long()  # (N, G)
+    shift = torch.arange(G)[None, :] * nseg + slot[:, None]
+    # Distinct bits, so a wrapping int64 sum is a bitwise or (bit 63 included).
+    bits = torch.zeros(T, dtype=torch.int64).index_add_(0, tile, (seen << shift).sum(1))
+    all_bits = -1 if G * nseg == 64 else (1 << (G * nseg)) - 1
+    full = bits == all_bits
+    row_of_tile = torch.repeat_interleave(torch.arange(Hl * num_outer), ntiles)
+    if causal and T:
+        o_start = (row_of_tile % num_outer) * outer
+        if transpose:  # outer = keys: full when every query is at or after the last key
+            full &= seg_start.min(1).values >= o_start + outer - 1
+        else:  # outer = queries: full when every key is at or before the first query
+            full &= seg_start.max(1).values + seg - 1 <= o_start
+    perm = torch.sort(row_of_tile * 2 + (~full).long(), stable=True).indices
+    seg_start, bits, full = seg_start[perm], bits[perm], full[perm]
+    num_full = torch.zeros(Hl * num_outer, dtype=torch.int64).index_add_(0, row_of_tile, full.long())
+
+    progs, combine, num_slots, total = _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split)
+
+    def dev(t, dtype=torch.int32):
+        if t.numel() == 0:  # kernels index nothing, but want a real pointer
+            t = torch.zeros(1, dtype=t.dtype)
+        return t.to(device=device, dtype=dtype).contiguous()
+
+    return TileSchedule(
+        outer=outer, inner=inner, unit=unit, seg=seg, nseg=nseg, num_outer=num_outer,
+        seg_start=dev(seg_start.flatten()), tile_bits=dev(bits, torch.int64),
+        programs=dev(progs), num_programs=progs.shape[0], combine=dev(combine),
+        num_split_rows=combine.shape[0], num_slots=num_slots, total_tiles=total,
+        num_tiles=T, max_tiles=int(ntiles.max()) if ntiles.numel() else 0,
+    )
+
+
+def _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split):
+    """Program table, heaviest first: rows longer than ``split`` tiles become several programs."""
+    rows = torch.arange(num_heads * num_outer)
+    table_row = rows if Hl > 1 else rows % num_outer
+    work = ntiles[table_row]
+    nchunks = ((work + split - 1) // split).clamp_min(1)
+    prog_row = torch.repeat_interleave(rows, nchunks)
+    first = torch.cumsum(nchunks, 0) - nchunks
+    chunk = torch.arange(prog_row.numel()) - first[prog_row]
+    tr = table_row[prog_row]
+    tb = tile_ptr[tr] + chunk * split
+    te = torch.minimum(tb + split, tile_ptr[tr + 1])
+    tf = torch.minimum(torch.maximum(tile_ptr[tr] + num_full[tr], tb), te)
+    is_split = nchunks[prog_row] > 1
+    slot = torch.where(is_split, torch.cumsum(is_split.long(), 0) - 1, torch.full_like(tb, -1))
+    progs = torch.stack([prog_row, tb, tf, te, slot], 1)
+    progs = progs[torch.sort(-(te - tb), stable=True).indices]
+    split_rows = (nchunks > 1).nonzero().flatten()
+    # Slots of a split row are consecutive: (row, first slot, number of slots).
+    first_slot = torch.cumsum(torch.where(nchunks > 1, nchunks, 0), 0) - torch.where(nchunks > 1, nchunks, 0)
+    combine = torch.stack([split_rows, first_slot[split_rows], nchunks[split_rows]], 1)
+    return progs, combine, int(is_split.sum()), int(work.sum())
+
+
+def tile_schedule(layout: torch.Tensor, block: int, outer: int, inner: int, *, causal: bool,
+                  transpose: bool, num_heads: int, split: int | None = None,
+                  device=None) -> TileSchedule:
+    """Tile schedule of ``layout`` (cached per layout object, version and arguments).
+
+    ``transpose=False`` tiles query rows (forward, dQ); ``True`` tiles key columns (dK/dV).
+    ``split``: the most tiles one program walks; longer rows are split into several programs
+    whose partial softmax states a combine step merges (None: never split).
+    """
+    split = split or 2**31 - 1
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    key = ("tiles", block, outer, inner, causal, transpose, num_heads, split, str(device))
+    return cached_per_layout(
+        layout, key,
+        lambda: _build_schedule(as_layout(layout), block, outer, inner, causal, transpose, num_heads, split, device))

@@ -15,7 +15,7 @@ import torch
 
 from sparsecli.kernels._checks import interpreting
 from sparsecli.kernels import blocksparse_attention, blocksparse_attention_reference
-from sparsecli.kernels.schedule import tile_schedule
+from sparsecli.kernels.lut import tile_schedule
 
 INTERPRET = interpreting()
 cpu_kernels = pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1 (set without CUDA)")
