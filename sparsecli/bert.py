@@ -12,6 +12,8 @@ keys inside the layer and cropped again, so any length runs.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,14 +65,43 @@ def hf_mask_to_sparse(mask, B: int, L: int, causal: bool = False):
         raise ValueError(f"attention_mask must be (B, L) or (B, 1|H, 1|L, L) with B={B}, L={L}, "
                          f"got {tuple(mask.shape)}")
     last = mask[:, :1, -1:, :]  # the last query sees every key, causal or not
-    if mask.shape[1] == mask.shape[2] == 1:
-        return last[:, 0, 0, :].expand(B, L), None
-    same = mask == last
-    if causal:
-        same = same | torch.ones(L, L, dtype=torch.bool, device=mask.device).triu(1)
-    if bool(same.all()):
+    if _padding_only(mask, L, causal, last):
         return last[:, 0, 0, :].expand(B, L), None
     return None, additive_mask(mask, "mul" if mask.dtype == torch.bool else "add", "attention_mask")
+
+
+# Every layer of a model receives the same mask tensor: the reduction below (an L x L compare and
+# a device sync) runs once per forward, not once per layer. One entry, keyed on the tensor itself
+# (a weak reference, so the cache keeps nothing alive and a freed tensor's address cannot match)
+# and on its version counter, so an in-place edit of the mask is seen.
+_last_reduction: tuple | None = None
+
+
+def _padding_only(mask: torch.Tensor, L: int, causal: bool, last: torch.Tensor) -> bool:
+    """Whether the 4-D ``mask`` is the same for every query and head (on/below the diagonal if causal)."""
+    global _last_reduction
+    try:
+        version = mask._version
+    except RuntimeError:  # an inference-mode tensor tracks no version: in-place edits go unseen
+        version = None
+    key = (mask.data_ptr(), version, tuple(mask.shape), tuple(mask.stride()), mask.dtype, mask.device,
+           L, bool(causal))
+    cached = _last_reduction
+    if version is not None and cached is not None and cached[0] == key and cached[1]() is mask:
+        return cached[2]
+    if mask.shape[2] == 1 or mask.stride(2) == 0:  # broadcast over queries: every row is the last one
+        same_heads = mask.shape[1] == 1 or mask.stride(1) == 0
+        result = same_heads or bool((mask[:, :, -1:, :] == last).all())
+    else:
+        same = mask == last
+        if causal:
+            same = same | torch.ones(L, L, dtype=torch.bool, device=mask.device).triu(1)
+        result = bool(same.all())
+    try:
+        _last_reduction = None if version is None else (key, weakref.ref(mask), result)
+    except TypeError:  # a tensor subclass without weak references: just not cached
+        _last_reduction = None
+    return result
 
 
 def _pad_keys(kpm, rpe, B: int, L: int, pad: int, device):

@@ -337,3 +337,31 @@ def test_gpu_equivalence(backend, dtype, kind, config):
     floor = GPU_FLOOR[dtype]
     assert out <= max(2 * hf_out, floor), (out, hf_out)
     assert grads <= max(2 * hf_grads, floor), (grads, hf_grads)
+
+
+def test_mask_reduction_is_memoized_per_tensor_and_version(monkeypatch):
+    from sparsecli import bert
+
+    B, L = 2, 8
+    keep = torch.ones(B, L, dtype=torch.bool)
+    keep[0, 6:] = False
+    full = keep[:, None, None].expand(B, 1, L, L).clone()  # materialized: the full compare runs
+    calls = []
+    real_all = torch.Tensor.all
+    monkeypatch.setattr(torch.Tensor, "all", lambda self, *a, **k: calls.append(1) or real_all(self, *a, **k))
+    first = bert.hf_mask_to_sparse(full, B, L)
+    for _ in range(3):  # the next layers, same tensor: no new reduction
+        again = bert.hf_mask_to_sparse(full, B, L)
+        assert again[1] is None and torch.equal(again[0], first[0])
+    assert len(calls) == 1 and torch.equal(first[0], keep) and first[1] is None
+    full[1, 0, 3, 0] = False  # an in-place edit bumps the version: reduced again, now not padding-only
+    kpm, rpe = bert.hf_mask_to_sparse(full, B, L)
+    assert len(calls) == 2 and kpm is None and rpe.shape == (B, 1, L, L)
+    assert bert.hf_mask_to_sparse(full, B, L, causal=True)[1] is not None and len(calls) == 3  # causal: own key
+    # Broadcast over queries (stride 0, what HF's expand builds): no L x L compare at all.
+    calls.clear()
+    kpm, rpe = bert.hf_mask_to_sparse(keep[:, None, None].expand(B, 1, L, L), B, L)
+    assert rpe is None and torch.equal(kpm, keep) and not calls
+    with torch.inference_mode():  # no version counter: computed every time, still right
+        inf = keep[:, None, None].expand(B, 2, L, L).clone()
+        assert torch.equal(bert.hf_mask_to_sparse(inf, B, L)[0], keep)
