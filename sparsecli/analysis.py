@@ -28,6 +28,7 @@ class LayoutReport:
     empty_rows: int  # (head, row) pairs with no block: those queries output zeros
     heads_with_empty_rows: list
     attention: str | None
+    unidirectional: bool
     future_blocks: int | None  # blocks above the diagonal in a unidirectional layout
     scores_bytes_three_op: int  # per batch element, fp16, DeepSpeed's (nnz, block, block) format
     scores_bytes_dense: int  # per batch element, fp16, H x S x S
@@ -102,17 +103,23 @@ def layers_to_full_reach(head: torch.Tensor, causal: bool = False) -> int | None
     return layers + 1
 
 
-def analyze(layout: torch.Tensor, block: int, kind: str = "custom", attention: str | None = None) -> LayoutReport:
+def analyze(layout: torch.Tensor, block: int, kind: str = "custom", attention: str | None = None, *,
+            unidirectional: bool | None = None, groups=None) -> LayoutReport:
+    """Figures of ``layout``. ``unidirectional`` defaults to ``attention == "unidirectional"`` (pass
+    ``config.unidirectional`` for kinds that read the string differently); ``groups`` may reuse a
+    ``distinct_heads`` result."""
     H, nb, _ = layout.shape
     lay = layout.bool()
     per_row = lay.sum(-1, dtype=torch.int32)
     nnz = int(per_row.sum())
     seq = nb * block
-    groups = distinct_heads(lay)
+    groups = distinct_heads(lay) if groups is None else groups
     empty = per_row == 0
     notes = []
     future = None
-    if attention == "unidirectional":
+    if unidirectional is None:
+        unidirectional = attention == "unidirectional"
+    if unidirectional:
         future = int(lay.triu(1).sum())
         if future and kind in ("fixed", "variable"):
             notes.append(
@@ -128,7 +135,7 @@ def analyze(layout: torch.Tensor, block: int, kind: str = "custom", attention: s
     if 0 < nb <= MAX_REACH_BLOCKS:
         worst = 0
         for first, _ in groups:
-            k = layers_to_full_reach(lay[first], causal=attention == "unidirectional")
+            k = layers_to_full_reach(lay[first], causal=unidirectional)
             if k is None:
                 never = True
                 break
@@ -150,6 +157,7 @@ def analyze(layout: torch.Tensor, block: int, kind: str = "custom", attention: s
         empty_rows=int(empty.sum()),
         heads_with_empty_rows=[h for h in range(H) if bool(empty[h].any())],
         attention=attention,
+        unidirectional=bool(unidirectional),
         future_blocks=future,
         scores_bytes_three_op=nnz * block * block * FP16_BYTES,
         scores_bytes_dense=H * seq * seq * FP16_BYTES,

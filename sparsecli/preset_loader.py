@@ -170,6 +170,12 @@ def _sparsity(path, data) -> SparsitySpec:
     return spec
 
 
+def _positive_int(path, key, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(path, key, f"expected one positive integer, got {value!r}")
+    return value
+
+
 def _positive_ints(path, key, value, allowed=None):
     items = value if isinstance(value, list) else [value]
     if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
@@ -203,10 +209,10 @@ def _bench(path, data, block) -> BenchSpec:
     if "batch" in data and "tokens" in data:
         raise ConfigError(path, "bench.batch", "give either batch or tokens (batch = tokens // seq_len), not both")
     if "batch" in data:
-        kw["batch"] = _positive_ints(path, "bench.batch", data["batch"])[0]
+        kw["batch"] = _positive_int(path, "bench.batch", data["batch"])
         kw["tokens"] = None
     if "tokens" in data:
-        kw["tokens"] = _positive_ints(path, "bench.tokens", data["tokens"])[0]
+        kw["tokens"] = _positive_int(path, "bench.tokens", data["tokens"])
     if "head_dim" in data:
         kw["head_dims"] = _positive_ints(path, "bench.head_dim", data["head_dim"], HEAD_DIMS)
     for key, allowed in (("dtypes", DTYPES), ("passes", PASSES), ("providers", PROVIDERS)):
@@ -228,7 +234,7 @@ def parse_preset(data, path: str, name: str = "preset") -> Preset:
     sparsity = _sparsity(path, data["sparsity"])
     block = sparsity.values["block"]
     seq_len = data.get("seq_len", 4096)
-    _positive_ints(path, "seq_len", seq_len)
+    _positive_int(path, "seq_len", seq_len)
     if seq_len % block:
         raise ConfigError(path, "seq_len", f"{seq_len} is not a multiple of the block size {block}")
     seed = data.get("seed")

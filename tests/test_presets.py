@@ -55,6 +55,9 @@ def test_pasted_deepspeed_block_uses_the_json_parser_defaults(tmp_path):
         ("sparsity:\n  mode: dense\n  num_heads: 4\nbench:\n  providers: [flexx]\n", "bench.providers", "did you mean 'flex'"),
         ("sparsity:\n  mode: dense\n  num_heads: 4\nbench:\n  warmup: 3\n", "bench.warmup", "unknown key"),
         ("sparsity:\n  mode: dense\n  num_heads: 4\nbenchh: {}\n", "benchh", "did you mean 'bench'"),
+        ("seq_len: [256]\nsparsity:\n  mode: dense\n  num_heads: 4\n", "seq_len", "one positive integer"),
+        ("sparsity:\n  mode: dense\n  num_heads: 4\nbench:\n  batch: [2, 4]\n", "bench.batch", "one positive integer"),
+        ("sparsity:\n  mode: dense\n  num_heads: 4\nbench:\n  tokens: 0\n", "bench.tokens", "one positive integer"),
     ],
 )
 def test_invalid_presets_give_one_line_errors(tmp_path, text, key, fragment):

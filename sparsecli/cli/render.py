@@ -39,7 +39,7 @@ def report_table(r, config) -> Table:
     t.add_row("executed-tile density", tiles)
     if r.layers_to_full_reach is not None:
         t.add_row("layers to full reach", f"{r.layers_to_full_reach} (stacked layers until every query block sees every "
-                  f"{'earlier ' if r.attention == 'unidirectional' else ''}key block)")
+                  f"{'earlier ' if r.unidirectional else ''}key block)")
     elif r.full_reach_never:
         t.add_row("layers to full reach", Text("never: some query block can never see some key block", style="yellow"))
     else:

@@ -57,6 +57,11 @@ class SparsityConfig:
             "LocalSlidingWindowSparsityConfig"
         )
 
+    @property
+    def unidirectional(self) -> bool:
+        """Whether the layout is built causal, read the way this kind's layout code reads ``attention``."""
+        return getattr(self, "attention", None) == "unidirectional"
+
     # -- shared machinery -----------------------------------------------------------------
     def num_blocks(self, seq_len) -> int:
         seq_len = _int(seq_len, "seq_len", 0)

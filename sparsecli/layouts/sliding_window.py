@@ -24,6 +24,10 @@ class LocalSlidingWindowSparsityConfig(SparsityConfig):
         m = band(nb, w, w if self.attention == "bidirectional" else min(w, 0))
         return self._assemble(nb, lambda h: m)
 
+    @property
+    def unidirectional(self) -> bool:
+        return self.attention != "bidirectional"  # DeepSpeed: any other string is unidirectional
+
     def to_dict(self) -> dict:
         d = super().to_dict()
         d.pop("different_layout_per_head")  # not an argument of this class

@@ -78,6 +78,10 @@ def test_presets_list_and_show():
         (["layout", "bigbird", "--save", "x.csv"], ".pt or .npy", 1),
         (["layout", "variable", "--local-window-blocks", "4,x"], "comma-separated", 1),
         (["presets", "show", "nope"], "no such file", 1),
+        (["layout", "dense", "--seq", "16777216"], "GiB", 1),
+        (["layout", "fixed", "--seq", "256", "--plot", "-o", "x.txt"], "cannot write a plot", 1),
+        (["layout", "local_sliding_window", "--attention", "causal"], "causal", 2),
+        (["layout", "fixed", "-o", "x.png"], "add --plot", 1),
     ],
 )
 def test_errors_are_one_line_without_traceback(args, fragment, code):
@@ -119,3 +123,30 @@ def test_info_reports_versions_and_cpu_path():
     doc = json.loads(res.output)
     assert doc["torch"] and doc["sparsecli"]
     assert doc["benchmark"] in ("available", "needs a CUDA GPU")
+
+
+def test_preset_seed_is_the_default_seed(tmp_path):
+    import random
+
+    from sparsecli import VariableSparsityConfig
+
+    path = tmp_path / "v.yaml"
+    path.write_text("seed: 7\nseq_len: 1024\nsparsity:\n  mode: variable\n  num_heads: 2\n  num_random_blocks: 2\n")
+    out = tmp_path / "l.npy"
+    res = runner.invoke(app, ["layout", "--preset", str(path), "--save", str(out), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["seed"] == 7
+    random.seed(7)
+    want = VariableSparsityConfig(2, num_random_blocks=2).make_layout(1024)
+    assert np.array_equal(np.load(out), want.numpy())
+    res = runner.invoke(app, ["layout", "--preset", str(path), "--seed", "3", "--format", "json"])
+    assert json.loads(res.output)["seed"] == 3
+
+
+def test_loose_sliding_window_attention_is_reported_as_deepspeed_builds_it():
+    from sparsecli import LocalSlidingWindowSparsityConfig
+    from sparsecli.analysis import analyze
+
+    config = LocalSlidingWindowSparsityConfig(2, 16, attention="causal")  # DeepSpeed: unidirectional
+    r = analyze(config.make_layout(512), 16, config.kind, config.attention, unidirectional=config.unidirectional)
+    assert r.unidirectional and r.future_blocks == 0 and r.layers_to_full_reach == 31
