@@ -1,21 +1,37 @@
-"""The wheel maps kernels/ and presets/ into sparsecli and ships the YAML presets."""
+"""The wheel maps kernels/ and presets/ into sparsecli and ships exactly the sources and presets."""
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MAPPED = {"sparsecli": "sparsecli", "kernels": "sparsecli/kernels", "presets": "sparsecli/presets"}
+
+
+def _copy_sources(dest: Path) -> set[str]:
+    """Copy what the wheel is built from (no build/ or egg-info leftovers); return the expected files."""
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "build", "*.egg-info")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, dest / name)
+    expected = set()
+    for src, installed in MAPPED.items():
+        shutil.copytree(ROOT / src, dest / src, ignore=skip)
+        for f in (dest / src).rglob("*"):
+            if f.suffix in (".py", ".yaml"):
+                expected.add(f"{installed}/{f.relative_to(dest / src).as_posix()}")
+    return expected
 
 
 def test_built_wheel_layout_and_bundled_presets(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    expected = _copy_sources(src)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path), str(src)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("sparsecli-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    tops = {n.split("/")[0] for n in names}
-    assert "kernels" not in tops and "presets" not in tops  # both names are taken on PyPI
-    assert "sparsecli/kernels/attention.py" in names or "sparsecli/kernels/lut.py" in names
-    assert "sparsecli/presets/fixed.yaml" in names
+    names = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith((".py", ".yaml"))}
+    assert names == expected  # nothing missing, nothing stale, no top-level kernels/ or presets/
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
