@@ -55,13 +55,25 @@ class _ThreeOp:
         self.sdd = MatMul(layout, block, "sdd", trans_a=False, trans_b=True)
         self.dsd = MatMul(layout, block, "dsd")
         self.softmax = Softmax(layout, block)
+        self._causal_mask = None  # ((L, device), the (L, L) fp32 additive mask): built once, not per call
+
+    def causal_mask(self, L: int, device) -> torch.Tensor:
+        """The additive ``(L, L)`` fp32 mask dropping every later key (0 on/below the diagonal, -inf above)."""
+        key = (L, torch.device(device))
+        if self._causal_mask is None or self._causal_mask[0] != key:
+            mask = torch.zeros(L, L, device=device).masked_fill_(
+                torch.ones(L, L, dtype=torch.bool, device=device).triu_(1), float("-inf"))
+            self._causal_mask = (key, mask)
+        return self._causal_mask[1]
 
     def __call__(self, q, k, v, *, causal, kpm, kpm_mode, am, am_mode, rpe):
         if causal:  # the softmax op has no causal flag: drop every later key through attn_mask
-            L = q.shape[2]
-            future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
-            am = torch.zeros(L, L, device=q.device) if am is None else additive_mask(am, am_mode, "attn_mask")
-            am, am_mode = am.masked_fill(future, float("-inf")), "add"
+            future = self.causal_mask(q.shape[2], q.device)
+            if am is None:
+                am = future
+            else:
+                am = additive_mask(am, am_mode, "attn_mask").masked_fill(torch.isneginf(future), float("-inf"))
+            am_mode = "add"
         scores = self.sdd(q, k)
         probs = self.softmax(scores, scale=q.shape[-1] ** -0.5, rpe=rpe, key_padding_mask=kpm, attn_mask=am,
                              key_padding_mask_mode=kpm_mode, attn_mask_mode=am_mode)

@@ -287,3 +287,29 @@ def test_kernel_backends_under_triton_interpreter():
 @pytest.mark.gpu
 def test_gpu_kernel_backends_match_reference():
     check_kernel_backends("cuda", (torch.float16, torch.bfloat16, torch.float32), L=256, D=64)
+
+
+def check_three_op_causal(L=64, D=16):
+    """The three-op backend, causal, through the interpreter: right answer, mask built once."""
+    random.seed(0)
+    m = SparseSelfAttention(FixedSparsityConfig(num_heads=2, num_local_blocks=2, attention="unidirectional"),
+                            max_seq_length=2 * L, backend="three_op")
+    assert m.causal
+    op = m.get_ops(2, L, torch.device("cpu"), torch.float32)
+    q, k, v = qkv(H=2, L=L, D=D)
+    am = torch.ones(L, L)
+    am[5, :3] = 0
+    for kw in ({}, {"attn_mask": am}, {}):
+        assert_close(m(q, k, v, **kw), expected(m, q, k, v, **kw), torch.float32)
+        cached = op.causal_mask(L, q.device)
+        assert op.causal_mask(L, q.device) is cached  # one (L, L) mask per op, reused by every call
+    assert torch.equal(cached, torch.zeros(L, L).masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1),
+                                                             float("-inf")))
+
+
+def test_three_op_causal_under_triton_interpreter():
+    root = Path(__file__).resolve().parents[1]
+    code = "from tests.test_attention_module import check_three_op_causal; check_three_op_causal()"
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
