@@ -14,7 +14,6 @@ whole layout, which is far too slow to repeat on every call at long sequence len
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -93,29 +92,47 @@ def _build_tables(layout: torch.Tensor, device: torch.device) -> BlockTables:
     )
 
 
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 64
+# id(layout) -> (weak reference, stamp, {key: value}). An entry lives exactly as long as its
+# layout: a finalizer removes it when the layout is freed, so there is no global cap (a model of
+# many layers, each with its own layout and a few entries, never evicts its own schedules).
+_STORE: dict = {}
+
+
+def _forget(layout_id: int, ref) -> None:
+    entry = _STORE.get(layout_id)
+    if entry is not None and entry[0] is ref:  # not a newer object that reuses the id
+        del _STORE[layout_id]
 
 
 def cached_per_layout(layout: torch.Tensor, key: tuple, build):
     """``build()``, cached per (layout object, in-place version, ``key``).
 
-    The key holds the tensor's identity plus its in-place version counter, so mutating the layout
-    invalidates the entry; a weak reference guards against a recycled ``id``.
+    Values are stored with the layout object and freed with it. An in-place edit of the layout
+    (its version counter, or its shape, changes) drops every value cached for it. A weak
+    reference guards against a recycled ``id``; layouts that cannot be weakly referenced are
+    not cached.
     """
-    full_key = (id(layout), getattr(layout, "_version", 0), tuple(layout.shape)) + tuple(key)
-    hit = _CACHE.get(full_key)
-    if hit is not None and hit[0]() is layout:
-        _CACHE.move_to_end(full_key)
-        return hit[1]
+    layout_id = id(layout)
+    stamp = (getattr(layout, "_version", 0), tuple(layout.shape))
+    entry = _STORE.get(layout_id)
+    if entry is not None and entry[0]() is layout:
+        if entry[1] == stamp:
+            values = entry[2]
+            if key in values:
+                return values[key]
+        else:  # edited in place: everything built from the old contents is stale
+            values = {}
+            _STORE[layout_id] = (entry[0], stamp, values)
+    else:
+        try:
+            ref = weakref.ref(layout)
+        except TypeError:  # not weak-referenceable: do not cache
+            return build()
+        values = {}
+        _STORE[layout_id] = (ref, stamp, values)
+        weakref.finalize(layout, _forget, layout_id, ref).atexit = False
     value = build()
-    try:
-        ref = weakref.ref(layout)
-    except TypeError:  # not weak-referenceable: do not cache
-        return value
-    _CACHE[full_key] = (ref, value)
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    values[key] = value
     return value
 
 
