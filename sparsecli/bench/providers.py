@@ -35,22 +35,14 @@ def _sparse(ctx: Ctx) -> Attn:
 
 
 def _three_op(ctx: Ctx) -> Attn:
-    from ..kernels import MatMul, Softmax
+    # SparseSelfAttention(backend="three_op")'s op itself, so the bench times what users run.
+    from ..attention_backends import _ThreeOp
 
-    sdd = MatMul(ctx.layout, ctx.block, "sdd", trans_a=False, trans_b=True)
-    softmax = Softmax(ctx.layout, ctx.block)
-    dsd = MatMul(ctx.layout, ctx.block, "dsd")
-    # DeepSpeed's way to be causal on this path: a multiplicative (S, S) lower-triangular mask.
-    tril = None
+    op = _ThreeOp(ctx.layout, ctx.block)
     if ctx.causal:
-        S = ctx.seq_len
-        tril = torch.ones(S, S, device=ctx.layout.device).tril()
+        op.causal_mask(ctx.seq_len, ctx.layout.device)  # built here (setup), reused by every call
 
-    def fn(q, k, v):
-        w = softmax(sdd(q, k), scale=ctx.sm_scale, attn_mask=tril, attn_mask_mode="mul")
-        return dsd(w, v)
-
-    return fn
+    return lambda q, k, v: op(q, k, v, causal=ctx.causal, sm_scale=ctx.sm_scale)
 
 
 def _token_mask(ctx: Ctx) -> torch.Tensor:
