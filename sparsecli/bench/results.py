@@ -11,6 +11,7 @@ import io
 import json
 import os
 import platform
+import stat
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -108,11 +109,24 @@ def write_atomic(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        # mkstemp makes the file 0600; the result should get the mode a plain open() would give.
+        os.chmod(tmp, _target_mode(path))
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     return path
+
+
+def _target_mode(path: Path) -> int:
+    """The replaced file's permission bits, or what a new file gets: 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    umask = os.umask(0)  # the only way to read it; set straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def check_writable(path: Path | None, flag: str) -> None:

@@ -1,5 +1,7 @@
 """Results schema: JSON round trip, CSV columns with units, atomic writes, loading errors."""
 import json
+import os
+import stat
 
 import pytest
 
@@ -56,3 +58,20 @@ def test_unwritable_paths_fail_early(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         res.write_atomic(tmp_path / "nope" / "r.json", "{}")
     json.loads(res.write_atomic(tmp_path / "ok.json", "{}").read_text())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_writes_get_umask_mode_or_keep_the_replaced_files(tmp_path):
+    old = os.umask(0o022)
+    try:
+        new = res.write_atomic(tmp_path / "new.json", "{}")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # as open() would make it, not mkstemp's 0600
+        os.umask(0o077)
+        assert stat.S_IMODE(res.write_atomic(tmp_path / "private.json", "{}").stat().st_mode) == 0o600
+        shared = tmp_path / "shared.json"
+        shared.write_text("{}")
+        shared.chmod(0o664)
+        res.write_atomic(shared, '{"a": 1}')  # replacing keeps the existing file's mode
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o664 and json.loads(shared.read_text()) == {"a": 1}
+    finally:
+        os.umask(old)
