@@ -19,6 +19,16 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on")
 
 
+def interpreter_bf16(x: torch.Tensor) -> bool:
+    """True for a CPU bf16 tensor run through Triton's interpreter, which computes bf16 ``tl.dot``
+    wrongly (it multiplies the raw bits: numpy has no bf16, triton#11584).
+
+    Every entry point (fused attention, MatMul, Softmax) then runs the same kernels in fp32 and
+    rounds the result back to bf16; autograd casts the gradients back, so dtypes match.
+    """
+    return x.dtype == torch.bfloat16 and x.device.type != "cuda" and interpreting()
+
+
 def check_block(block) -> int:
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import interpreting
+from ._checks import interpreter_bf16, interpreting
 from .lut import as_layout, cached_per_layout, tile_schedule, tile_size
 from .masks import check_mode
 from .reference import blocksparse_attention_reference
@@ -300,7 +300,7 @@ def blocksparse_attention(q, k, v, layout, block, *, causal=False, sm_scale=None
             rpe=None if rpe is None else rpe.detach(), compute_dtype=compute)
         return out.to(q.dtype)
 
-    if q.dtype == torch.bfloat16 and not q.is_cuda:
+    if interpreter_bf16(q):
         # Triton's interpreter computes bf16 dots wrongly (numpy has no bf16): run the same
         # kernels in fp32 and round the result, autograd casting the gradients back.
         out = blocksparse_attention(q.float(), k.float(), v.float(), layout, block, causal=causal,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from . import _matmul_kernels as K
-from ._checks import check_block, check_tensor
+from ._checks import check_block, check_tensor, interpreter_bf16
 from .lut import as_layout, block_tables, list_chunks
 
 MODES = ("sdd", "dsd", "dds")
@@ -135,6 +135,8 @@ class MatMul:
             dt = torch.get_autocast_dtype(a.device.type)
             a, b = a.to(dt), b.to(dt)
         check_tensor(b, "b", dtype=a.dtype)
+        if interpreter_bf16(a):  # same kernels in fp32, rounded back (see interpreter_bf16)
+            return self(a.float(), b.float()).to(torch.bfloat16)
         ndim = max(a.dim(), b.dim())
         a = self._pad(a, "a", self.mode == "dsd")
         b = self._pad(b, "b", self.mode == "dds")

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import check_block, check_tensor, group_size, interpreting
+from ._checks import check_block, check_tensor, group_size, interpreter_bf16, interpreting
 from ._tiles import chunk_ids, chunk_offsets
 from .lut import as_layout, block_tables
 from .masks import additive_mask, check_mode
@@ -161,6 +161,9 @@ class Softmax:
         check_mode(key_padding_mask_mode, "key_padding_mask_mode")
         check_mode(attn_mask_mode, "attn_mask_mode")
         x = check_tensor(x, "x", dims=(3, 4))
+        if interpreter_bf16(x):  # same kernels in fp32, rounded back (see interpreter_bf16)
+            return self(x.float(), scale, rpe, key_padding_mask, attn_mask,
+                        key_padding_mask_mode, attn_mask_mode).to(torch.bfloat16)
         squeeze = x.dim() == 3
         x = x.unsqueeze(0) if squeeze else x
         if tuple(x.shape[1:]) != self.sparse_shape:

@@ -1,7 +1,8 @@
 """Three-op path (MatMul sdd/dsd/dds, Softmax) vs dense PyTorch math in float64.
 
 CPU tier: DeepSpeed's test grid (reference §5) on its own or smaller shapes through Triton's
-interpreter (fp16/fp32: the interpreter has no bf16 dot). GPU tier (``-m gpu``): the full grid
+interpreter (fp16/fp32; bf16 runs in fp32 and is rounded back, the interpreter has no bf16 dot).
+GPU tier (``-m gpu``): the full grid
 at DeepSpeed's shapes plus bf16, block 128, 65,536-token softmax rows and determinism.
 Tolerances are DeepSpeed's: fp32 rtol 5e-4/atol 5e-5, fp16 rtol 3e-2/atol 2e-3; bf16 (8-bit
 mantissa, 8x coarser than fp16) gets rtol 3e-2/atol 1e-2. Outputs are NaN-poisoned first.
@@ -78,6 +79,7 @@ def run_matmul(mode, trans_a, trans_b, block, dtype, Z, H, M, N, K, seed=1):
     close(c, ref, dtype, f"{tag} out")
     close(a.grad, a64.grad, dtype, f"{tag} da")
     close(b.grad, b64.grad, dtype, f"{tag} db")
+    return c, a, b
 
 
 # DeepSpeed's 16 cases (§5): (mode, trans_a, trans_b, block, dtype).
@@ -109,6 +111,15 @@ def test_matmul_block128_and_odd_dense_dim(mode):
     # block 128, and a dense free dimension (N or M) that is not a power of 2 (masked tiles).
     run_matmul(mode, False, mode == "sdd", 128, F32, Z=1, H=1, M=128 if mode != "dds" else 48,
                N=256 if mode != "dsd" else 48, K=128 if mode != "sdd" else 80)
+
+
+@cpu_kernels
+@pytest.mark.parametrize("mode,trans_a", [("sdd", False), ("dsd", False), ("dsd", True), ("dds", False)])
+def test_matmul_bf16_interpreter(mode, trans_a):
+    # The interpreter's bf16 tl.dot multiplies raw bits (triton#11584): MatMul runs bf16 in fp32
+    # and rounds back, so results, and gradients, are bf16 and right to bf16 precision.
+    c, a, b = run_matmul(mode, trans_a, False, 16, BF16, Z=2, H=2, M=64, N=64, K=32)
+    assert c.dtype == a.grad.dtype == b.grad.dtype == BF16
 
 
 @pytest.mark.gpu
@@ -262,6 +273,14 @@ def test_softmax_other_mask_modes_rpe_and_fully_masked_rows(block, dtype):
 def test_softmax_long_row_interpreter():
     # 16 token rows of 65,536 keys (4,096 blocks of 16): no row is ever held whole.
     run_softmax(16, 65536, F32, Z=1, H=1, rows=16, scale=1.0, masks=None)
+
+
+@cpu_kernels
+@pytest.mark.parametrize("masks", ["deepspeed", "other modes"])
+def test_softmax_bf16_interpreter(masks):
+    # Same fp32 route as MatMul's bf16 under the interpreter: bf16 output and gradient.
+    y = run_softmax(16, 128, BF16, Z=2, H=2, rows=64, masks=masks)
+    assert y.dtype == BF16
 
 
 @pytest.mark.gpu
