@@ -159,6 +159,45 @@ def load(path: Path) -> dict:
         raise UserError(f"{path}: schema_version {version!r} is not supported (this sparsecli reads "
                         f"{SCHEMA_VERSION}); re-run sparsecli bench to regenerate it")
     for i, row in enumerate(doc["results"]):
-        if not isinstance(row, dict) or "case_id" not in row or "status" not in row:
-            raise UserError(f"{path}: results[{i}] has no case_id/status")
+        _check_row(path, i, row)
+    gate = doc.get("gate")
+    if gate is not None:
+        if not isinstance(gate, dict):
+            raise UserError(f"{path}: 'gate' is not a mapping of case_id to entries")
+        for cid, entry in gate.items():
+            if not isinstance(entry, dict) or "ratio" not in entry:
+                raise UserError(f"{path}: gate[{cid!r}] has no key 'ratio'")
+            if not _positive(entry["ratio"]):
+                raise UserError(f"{path}: gate[{cid!r}] 'ratio' must be a positive number, got {entry['ratio']!r}")
     return doc
+
+
+# Every key the results table, the plot and the gate index directly (``row[key]``): a file
+# without one would otherwise crash them with a KeyError. Values may be null where not ok.
+ROW_KEYS = ("case_id", "group_id", "preset", "provider", "pass", "dtype", "seq_len", "batch", "heads",
+            "head_dim", "status", "median_ms", "p20_ms", "p80_ms", "tflops_nnz")
+TIMES = ("median_ms", "p20_ms", "p80_ms")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive(value) -> bool:
+    return _number(value) and value > 0
+
+
+def _check_row(path, i: int, row) -> None:
+    if not isinstance(row, dict):
+        raise UserError(f"{path}: results[{i}] is not an object")
+    for key in ROW_KEYS:
+        if key not in row:
+            name = f" ({row['case_id']})" if isinstance(row.get("case_id"), str) else ""
+            raise UserError(f"{path}: results[{i}]{name} has no key {key!r}")
+    # The gate divides by these and the table formats them as numbers.
+    timed = row["status"] == "ok" or row["p20_ms"] is not None
+    for key in TIMES:
+        value = row[key]
+        if (timed or value is not None) and not (_positive(value) if key == "median_ms" else _number(value)):
+            raise UserError(f"{path}: results[{i}] ({row['case_id']}) {key!r} must be a "
+                            f"{'positive ' if key == 'median_ms' else ''}number, got {value!r}")

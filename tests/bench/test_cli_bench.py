@@ -120,3 +120,18 @@ def test_update_baseline_from_a_results_file(tmp_path):
     doc = res.load(base)
     assert set(doc["gate"]) == {"p/fwd/S4096-B1-H16-D64-bf16/sparse", "p/fwd/S4096-B1-H16-D64-bf16/three-op"}
     assert runner.invoke(app, ["compare", str(base), new]).exit_code == 0
+
+
+@pytest.mark.parametrize("row, key", [
+    ({"case_id": "a", "status": "ok"}, "group_id"),
+    ({"case_id": "a", "status": "ok", "group_id": "g", "preset": "p", "pass": "fwd"}, "provider"),
+])
+def test_malformed_results_files_are_one_line_errors(tmp_path, monkeypatch, capsys, row, key):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 1, "results": [row]}))
+    good = write(tmp_path, "good.json", results_doc(BASE))
+    for args in (["bench", "--from", str(bad)], ["compare", good, str(bad)], ["compare", str(bad), good]):
+        code, out, err = via_main(monkeypatch, capsys, args)
+        assert code == 1 and out == "", err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert str(bad) in err and f"no key '{key}'" in err

@@ -42,6 +42,8 @@ def test_env_names_the_gpu_and_versions():
     ('{"schema_version": 99, "results": []}', "schema_version 99"),
     ('{"schema_version": 1}', "no 'results' list"),
     ('{"schema_version": 1, "results": [{}]}', "case_id"),
+    ('{"schema_version": 1, "results": [{"case_id": "a", "status": "ok"}]}', "results\\[0\\] \\(a\\) has no key 'group_id'"),
+    ('{"schema_version": 1, "results": [1]}', "results\\[0\\] is not an object"),
 ])
 def test_load_rejects_bad_files(tmp_path, content, match):
     path = tmp_path / "bad.json"
@@ -75,3 +77,29 @@ def test_atomic_writes_get_umask_mode_or_keep_the_replaced_files(tmp_path):
         assert stat.S_IMODE(shared.stat().st_mode) == 0o664 and json.loads(shared.read_text()) == {"a": 1}
     finally:
         os.umask(old)
+
+
+def test_load_checks_every_key_the_table_plot_and_gate_read(tmp_path):
+    good = results_doc({"sparse": 1.0, "sdpa-flash": 2.0, "three-op": "oom"})
+    path = tmp_path / "r.json"
+    for key in res.ROW_KEYS:
+        doc = json.loads(res.to_json(good))
+        del doc["results"][0][key]
+        path.write_text(json.dumps(doc))
+        with pytest.raises(UserError, match=f"^{path}: results\\[0\\].* has no key '{key}'$"):
+            res.load(path)
+    for key, value in (("median_ms", "fast"), ("median_ms", 0), ("p20_ms", None), ("p80_ms", True)):
+        doc = json.loads(res.to_json(good))
+        doc["results"][0][key] = value  # an ok row: the gate divides by these, the table formats them
+        path.write_text(json.dumps(doc))
+        with pytest.raises(UserError, match=f"'{key}' must be a"):
+            res.load(path)
+    doc = json.loads(res.to_json(good))
+    doc["gate"] = {"x": {"noise": 0.1}}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="gate\\['x'\\] has no key 'ratio'"):
+        res.load(path)
+    doc["gate"] = {"x": {"ratio": 0}}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="'ratio' must be a positive number"):
+        res.load(path)
