@@ -74,6 +74,8 @@ def bench(
         raise UserError("--update-baseline needs --baseline PATH (the file to write)")
     for path, flag in ((output, "-o"), (plot, "--plot"), (baseline if update_baseline else None, "--baseline")):
         res.check_writable(path, flag)
+    if plot is not None:
+        _check_plot_format(plot)
     base_doc = None
     if baseline is not None and (not update_baseline or baseline.exists()):
         base_doc = res.load(baseline)  # read before the sweep: a bad baseline fails in a second
@@ -88,6 +90,19 @@ def bench(
         if doc is None:  # dry run
             return
     _finish(doc, fmt, output, plot, baseline, base_doc, tolerance, update_baseline)
+
+
+def _check_plot_format(plot: Path) -> None:
+    """Fail before the sweep, not after it, on a file type matplotlib cannot write."""
+    suffix = plot.suffix.lower().lstrip(".")
+    if not suffix:
+        return  # matplotlib writes its default format (savefig.format, PNG) and adds that suffix
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in supported:
+        raise UserError(f"--plot {plot}: matplotlib cannot write .{suffix} files; use one of "
+                        f"{', '.join('.' + s for s in sorted(supported))}")
 
 
 def _run(preset, seq, dtype, pass_, providers, batch, head_dim, fmt, dry_run, warmup_ms, rep_ms, check):

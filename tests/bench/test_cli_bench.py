@@ -135,3 +135,19 @@ def test_malformed_results_files_are_one_line_errors(tmp_path, monkeypatch, caps
         assert code == 1 and out == "", err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert str(bad) in err and f"no key '{key}'" in err
+
+
+def test_plot_with_a_file_type_matplotlib_cannot_write_fails_before_anything_runs(tmp_path, monkeypatch, capsys):
+    good = write(tmp_path, "good.json", results_doc(BASE))
+    plot = tmp_path / "p.xyz"
+    # No GPU here: the plot error must come first, before the sweep would even look for one.
+    for args in (["bench", "--from", good, "--plot", str(plot)], ["bench", "--preset", "fixed", "--plot", str(plot)]):
+        code, out, err = via_main(monkeypatch, capsys, args)
+        assert code == 1 and out == "", err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert f"--plot {plot}: matplotlib cannot write .xyz files" in err and ".png" in err and ".pdf" in err
+    assert not plot.exists()
+    r = runner.invoke(app, ["bench", "--from", good, "--plot", str(tmp_path / "p.SVG"), "--format", "json"])
+    assert r.exit_code == 0, r.output  # suffixes are matched without case, as matplotlib does
+    assert b"<svg" in (tmp_path / "p.SVG").read_bytes()[:500]
+
