@@ -83,6 +83,12 @@ def bench(
     if from_file is not None:
         if preset or dry_run:
             raise UserError("--from renders an existing results file; drop --preset/--dry-run")
+        sweep = [flag for flag, value in (("--seq", seq), ("--dtype", dtype), ("--pass", pass_),
+                                          ("--providers", providers), ("--batch", batch),
+                                          ("--head-dim", head_dim)) if value is not None]
+        if sweep:
+            raise UserError(f"--from renders an existing results file as it is; drop {'/'.join(sweep)} "
+                            "(sweep flags apply to a new run with --preset)")
         doc = res.load(from_file)
     else:
         doc = _run(preset, seq, dtype, pass_, providers, batch, head_dim, fmt, dry_run,

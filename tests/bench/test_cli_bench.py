@@ -151,3 +151,11 @@ def test_plot_with_a_file_type_matplotlib_cannot_write_fails_before_anything_run
     assert r.exit_code == 0, r.output  # suffixes are matched without case, as matplotlib does
     assert b"<svg" in (tmp_path / "p.SVG").read_bytes()[:500]
 
+
+@pytest.mark.parametrize("flag, value", [("--seq", "4096"), ("--providers", "sparse"), ("--dtype", "bf16"),
+                                         ("--pass", "fwd"), ("--batch", "2"), ("--head-dim", "64")])
+def test_from_rejects_sweep_flags(tmp_path, monkeypatch, capsys, flag, value):
+    good = write(tmp_path, "good.json", results_doc(BASE))
+    code, out, err = via_main(monkeypatch, capsys, ["bench", "--from", good, flag, value])
+    assert code == 1 and out == "", err
+    assert len(err.strip().splitlines()) == 1 and f"drop {flag}" in err
