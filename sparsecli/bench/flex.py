@@ -38,6 +38,10 @@ def flex_block_mask(layout: torch.Tensor, block: int, seq_len: int, *, causal: b
         lay = lay[None]
     if block % FLEX_BLOCK and FLEX_BLOCK % block:
         raise ValueError(f"block must divide or be a multiple of {FLEX_BLOCK}, got {block}")
+    if block < FLEX_BLOCK and seq_len % FLEX_BLOCK:
+        # Coarsening to Flex's 128-blocks needs whole 128-blocks (a reshape otherwise fails).
+        raise ValueError(f"Flex needs seq_len a multiple of {FLEX_BLOCK} to run a block-{block} layout "
+                         f"(it coarsens to {FLEX_BLOCK}x{FLEX_BLOCK} blocks), got seq_len {seq_len}")
     nb = seq_len // FLEX_BLOCK
     if block >= FLEX_BLOCK:
         r = block // FLEX_BLOCK
