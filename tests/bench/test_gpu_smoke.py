@@ -17,7 +17,7 @@ def test_tiny_sweep_runs_every_provider_and_gates_itself(tiny_preset, tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     rows = {x["provider"]: x for x in json.loads(out.read_text())["results"] if x["pass"] == "fwd"}
-    for provider in ("sparse", "sdpa-flash", "sdpa-masked", "naive"):
+    for provider in ("sparse", "three-op", "sdpa-flash", "sdpa-masked", "naive"):  # both gated ones included
         assert rows[provider]["status"] == "ok" and rows[provider]["check"] == "passed", rows[provider]
         assert rows[provider]["median_ms"] > 0 and rows[provider]["peak_mem_mib"] >= 0
     assert json.loads(base.read_text())["gate"]
