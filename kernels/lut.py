@@ -14,7 +14,7 @@ whole layout, which is far too slow to repeat on every call at long sequence len
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -37,14 +37,27 @@ class BlockTables:
 
 
 def as_layout(layout, name: str = "layout") -> torch.Tensor:
-    """Validate a 2-D or 3-D 0/1 layout and return it as a 3-D CPU bool tensor."""
+    """Validate a 2-D or 3-D 0/1 layout and return it as a 3-D CPU bool tensor.
+
+    A 3-D CPU bool tensor comes back as the same object; any other layout is converted once per
+    object (and in-place version), so ops built on one layout (MatMul sdd and dsd, Softmax) share
+    one converted tensor and, through it, one set of cached index tables.
+    """
     if not isinstance(layout, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of 0/1, got {type(layout).__name__}")
+    if layout.dim() not in (2, 3):
+        raise ValueError(f"{name} must be 2-D (R, C) or 3-D (H, R, C), got shape {tuple(layout.shape)}")
+    if layout.dim() == 3 and layout.dtype == torch.bool and layout.device.type == "cpu":
+        return layout
+    return cached_per_layout(layout, ("as_layout",), lambda: _convert_layout(layout, name))
+
+
+def _convert_layout(layout: torch.Tensor, name: str) -> torch.Tensor:
+    # detach() first: the result must not hold the caller's tensor (a view's base would keep it
+    # alive, and with it this cache entry).
+    layout = layout.detach().cpu()
     if layout.dim() == 2:
         layout = layout.unsqueeze(0)
-    if layout.dim() != 3:
-        raise ValueError(f"{name} must be 2-D (R, C) or 3-D (H, R, C), got shape {tuple(layout.shape)}")
-    layout = layout.detach().cpu()
     if layout.dtype != torch.bool:
         if layout.is_floating_point() or layout.is_complex():
             bad = ((layout != 0) & (layout != 1)).any()
@@ -139,7 +152,15 @@ def cached_per_layout(layout: torch.Tensor, key: tuple, build):
 def block_tables(layout: torch.Tensor, device=None) -> BlockTables:
     """Index tables of ``layout`` on ``device``, cached per layout object and version."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return cached_per_layout(layout, (str(device),), lambda: _build_tables(as_layout(layout), device))
+    if device.type == "cpu":
+        return cached_per_layout(layout, (str(device),), lambda: _build_tables(as_layout(layout), device))
+    # Other devices get a copy of the CPU tables: the layout is walked once, whatever the device.
+    return cached_per_layout(layout, (str(device),), lambda: _tables_to(block_tables(layout), device))
+
+
+def _tables_to(t: BlockTables, device: torch.device) -> BlockTables:
+    return replace(t, **{f.name: getattr(t, f.name).to(device) for f in fields(t)
+                         if isinstance(getattr(t, f.name), torch.Tensor)})
 
 
 def list_chunks(ptr: torch.Tensor, group: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ class _Luts:
 
     def __init__(self, layout, block, device):
         t = block_tables(layout, device)
-        self.t = t
+        self.t, self.device = t, device
         self.sdd_chunks = list_chunks(t.row_ptr, K.sdd_group(block))
         ident = torch.arange(t.nnz, dtype=torch.int32, device=device)
         # (ptr, inner index, storage id, block rows) of S (CSR) and of S^T (CSC).
@@ -119,14 +119,20 @@ class MatMul:
         self.mode, self.trans_a, self.trans_b = mode, bool(trans_a), bool(trans_b)
         self.nnz = int(self.layout.sum())
         self.sparse_shape = (self.nnz, self.block, self.block)
-        self._luts = {}
         self.config = None  # launch overrides (num_warps, num_stages, BLOCK_K, TN), for benchmarks
+        # Index tables, built here (the layout walk, once per layout object: MatMul sdd/dsd and
+        # Softmax on one layout share it); a call on another device copies them there once.
+        self._luts = _Luts(self.layout, self.block, torch.device("cpu"))
+        self._luts_by_device = {self._luts.device: self._luts}
 
     def _ops(self, device):
-        key = str(device)
-        if key not in self._luts:
-            self._luts[key] = _Luts(self.layout, self.block, device)
-        return _Products(self._luts[key], self.block, self.config)
+        luts = self._luts
+        if luts.device != device:
+            luts = self._luts_by_device.get(device)
+            if luts is None:
+                luts = self._luts_by_device[device] = _Luts(self.layout, self.block, device)
+            self._luts = luts
+        return _Products(luts, self.block, self.config)
 
     def __call__(self, a, b):
         a = check_tensor(a, "a")

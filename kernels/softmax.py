@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ._checks import check_block, check_tensor, group_size, interpreter_bf16, interpreting
 from ._tiles import chunk_ids, chunk_offsets
-from .lut import as_layout, block_tables
+from .lut import BlockTables, as_layout, block_tables
 from .masks import additive_mask, check_mode
 
 # Elements of one chunk tile (BLOCK x G*BLOCK): enough work per step, bounded registers.
@@ -113,7 +113,7 @@ def _launch(block: int):
 class _SoftmaxFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, rpe, kp, am, sm):
-        t = block_tables(sm.layout, x.device)
+        t = sm.tables(x.device)
         y = torch.empty_like(x)
         G, opts = _launch(sm.block)
         rs = rpe.stride() if rpe is not None else (0, 0, 0, 0)
@@ -134,7 +134,7 @@ class _SoftmaxFn(torch.autograd.Function):
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
         sm = ctx.sm
-        t = block_tables(sm.layout, y.device)
+        t = sm.tables(y.device)
         dy = dy.contiguous()
         dx = torch.empty_like(y)
         G, opts = _launch(sm.block)
@@ -155,6 +155,16 @@ class Softmax:
         H, R, C = self.layout.shape
         self.sparse_shape = (int(self.layout.sum()), self.block, self.block)
         self.rows, self.cols = R * self.block, C * self.block
+        # Index tables, built here (the layout walk, once per layout object: shared with MatMul
+        # ops on the same layout); a call on another device fetches that device's copy once.
+        self._tables = block_tables(self.layout)
+
+    def tables(self, device) -> BlockTables:
+        """The layout's index tables on ``device`` (an attribute read on the usual device)."""
+        t = self._tables
+        if t.row_ptr.device != device:
+            t = self._tables = block_tables(self.layout, device)
+        return t
 
     def __call__(self, x, scale=1.0, rpe=None, key_padding_mask=None, attn_mask=None,
                  key_padding_mask_mode="add", attn_mask_mode="add"):

@@ -65,3 +65,53 @@ def test_entries_freed_with_layout():
     del lay
     gc.collect()
     assert lid not in lut._STORE
+
+
+def test_as_layout_identity_and_shared_conversion():
+    lay = _layouts(1)[0]
+    assert lut.as_layout(lay) is lay  # already 3-D CPU bool: the same object
+    ints = lay.long()
+    conv = lut.as_layout(ints)
+    assert conv.dtype == torch.bool and torch.equal(conv, lay)
+    assert lut.as_layout(ints) is conv  # converted once per object and version
+    ints[0, 0, 0] = 1 - int(ints[0, 0, 0])
+    assert lut.as_layout(ints) is not conv
+    flat = lay[0].clone()
+    assert lut.as_layout(flat).shape == (1,) + tuple(flat.shape)
+    assert lut.as_layout(flat) is lut.as_layout(flat)
+
+
+def test_converted_layout_freed_with_source():
+    for kind in ("2-D bool", "int64"):  # converted by a view and by a copy
+        src = _layouts(1)[0][0].clone() if kind == "2-D bool" else _layouts(1)[0].long()
+        lid = id(src)
+        lut.block_tables(lut.as_layout(src))
+        assert lid in lut._STORE
+        del src
+        gc.collect()
+        assert lid not in lut._STORE
+
+
+def test_three_op_builds_tables_once(monkeypatch):
+    """MatMul sdd, dsd and Softmax on one (int64) layout walk it once, at construction; calls
+    then read the tables from the op without any lookup."""
+    from sparsecli.kernels import matmul, softmax
+
+    builds = []
+    real = lut._build_tables
+    monkeypatch.setattr(lut, "_build_tables", lambda lay, dev: builds.append(dev) or real(lay, dev))
+    lay = _layouts(1)[0].long()
+    sdd = matmul.MatMul(lay, 16, "sdd", trans_b=True)
+    dsd = matmul.MatMul(lay, 16, "dsd")
+    sm = softmax.Softmax(lay, 16)
+    assert len(builds) == 1
+    assert sdd.layout is dsd.layout is sm.layout
+
+    def no_lookup(*a, **k):
+        raise AssertionError("per-call table lookup")
+
+    monkeypatch.setattr(matmul, "block_tables", no_lookup)
+    monkeypatch.setattr(softmax, "block_tables", no_lookup)
+    cpu = torch.device("cpu")
+    assert sdd._ops(cpu).l is sdd._luts and dsd._ops(cpu).l is dsd._luts
+    assert sm.tables(cpu) is lut.block_tables(sm.layout)
