@@ -1,4 +1,4 @@
-"""Argument checks and launch choices shared by the three-op launchers (MatMul, Softmax).
+"""Argument checks and launch choices shared by the kernel entry points (attention, MatMul, Softmax).
 
 Every failure is a ValueError that names the offending argument, so a user can tell which of
 several tensors was wrong without reading a Triton traceback.
@@ -11,6 +11,7 @@ import torch
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 BLOCKS = (16, 32, 64, 128)
+HEAD_DIMS = (16, 32, 64, 128)  # fused attention
 
 
 def interpreting() -> bool:

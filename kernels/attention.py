@@ -24,14 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import interpreter_bf16, interpreting
+from ._checks import BLOCKS, DTYPES, HEAD_DIMS, check_block, dot_precision, interpreter_bf16, interpreting
 from .lut import as_layout, cached_per_layout, tile_schedule, tile_size
 from .masks import check_mode
 from .reference import blocksparse_attention_reference
 
-HEAD_DIMS = (16, 32, 64, 128)
-BLOCKS = (16, 32, 64, 128)
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 LOG2E = 1.4426950408889634
 MASK_NONE, MASK_ADD, MASK_KEEP = 0, 1, 2
 
@@ -102,8 +99,9 @@ def _check_qkv(q, k, v):
 
 
 def _check_layout(layout, block, B, H, S):
-    if isinstance(block, bool) or not isinstance(block, int) or block not in BLOCKS:
+    if isinstance(block, bool) or not isinstance(block, int):
         raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+    check_block(block)
     if S % block:
         raise ValueError(f"block {block} must divide the sequence length {S}")
     if not isinstance(layout, torch.Tensor):
@@ -171,7 +169,7 @@ class _Plan:
         self.kpm, self.kpm_kind, self.am, self.am_kind = kpm, kpm_kind, am, am_kind
         self.rpe, self.rpe_sb, self.rpe_sh = rpe, rpe_sb, rpe_sh
         self.kpm_sb = kpm.stride(0) if kpm is not None else 0
-        self.dot_prec = "ieee" if dtype == torch.float32 else "tf32"
+        self.dot_prec = dot_precision(dtype)
         self.device = device
 
     def schedule(self, which):

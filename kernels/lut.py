@@ -59,11 +59,7 @@ def _convert_layout(layout: torch.Tensor, name: str) -> torch.Tensor:
     if layout.dim() == 2:
         layout = layout.unsqueeze(0)
     if layout.dtype != torch.bool:
-        if layout.is_floating_point() or layout.is_complex():
-            bad = ((layout != 0) & (layout != 1)).any()
-        else:
-            bad = ((layout != 0) & (layout != 1)).any()
-        if bool(bad):
+        if bool(((layout != 0) & (layout != 1)).any()):
             raise ValueError(f"{name} must hold only 0 and 1")
         layout = layout != 0
     return layout
