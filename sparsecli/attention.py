@@ -19,7 +19,7 @@ from torch import nn
 
 from .attention_backends import BACKENDS, make_op
 from .kernels.masks import check_mode
-from .layouts import FixedSparsityConfig, LocalSlidingWindowSparsityConfig
+from .layouts import FixedSparsityConfig
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -31,11 +31,9 @@ def default_sparsity_config() -> FixedSparsityConfig:
 
 
 def is_unidirectional(config) -> bool:
-    """Whether ``config`` builds a unidirectional layout, read the way its layout code reads it."""
-    attention = getattr(config, "attention", "bidirectional")
-    if isinstance(config, LocalSlidingWindowSparsityConfig):
-        return attention != "bidirectional"  # there, any other string is unidirectional
-    return attention == "unidirectional"
+    """Whether ``config`` builds a unidirectional layout, read the way its layout code reads it
+    (duck-typed configs without the property: ``attention == "unidirectional"``)."""
+    return getattr(config, "unidirectional", getattr(config, "attention", None) == "unidirectional")
 
 
 class SparseSelfAttention(nn.Module):

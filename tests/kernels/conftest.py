@@ -1,15 +1,8 @@
-"""Kernel tests run on CPU through Triton's interpreter when no CUDA device is present.
-
-The variable must be set before any module decorated with ``@triton.jit`` is imported.
-"""
+"""Kernel test fixtures (TRITON_INTERPRET for CPU runs is set once, in tests/conftest.py)."""
 import math
-import os
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture
