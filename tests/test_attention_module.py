@@ -6,11 +6,7 @@ fp16 and bf16, forward and backward.
 """
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +16,7 @@ import torch.multiprocessing as mp
 from sparsecli import (BigBirdSparsityConfig, DenseSparsityConfig, FixedSparsityConfig,
                        LocalSlidingWindowSparsityConfig, SparseSelfAttention, SparsityConfig)
 from sparsecli.kernels import blocksparse_attention_reference
+from tests.interpreter import run_interpreted
 
 BACKENDS = ("fused", "three_op")
 # Error bounds relative to the output's scale (inputs are unit normal).
@@ -274,11 +271,7 @@ def check_kernel_backends(device="cpu", dtypes=(torch.float32,), L=64, D=16):
 
 
 def test_kernel_backends_under_triton_interpreter():
-    # TRITON_INTERPRET must be set before any kernel module is imported: use a fresh interpreter.
-    root = Path(__file__).resolve().parents[1]
-    code = "from tests.test_attention_module import check_kernel_backends; check_kernel_backends()"
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    run = run_interpreted("tests.test_attention_module", "check_kernel_backends")
     assert run.returncode == 0, run.stderr[-3000:]
 
 
@@ -308,8 +301,5 @@ def check_three_op_causal(L=64, D=16):
 
 
 def test_three_op_causal_under_triton_interpreter():
-    root = Path(__file__).resolve().parents[1]
-    code = "from tests.test_attention_module import check_three_op_causal; check_three_op_causal()"
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    run = run_interpreted("tests.test_attention_module", "check_three_op_causal")
     assert run.returncode == 0, run.stderr[-3000:]

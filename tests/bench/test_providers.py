@@ -1,10 +1,8 @@
 """Providers on the CPU: the three-op provider is SparseSelfAttention's own three-op path."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
+
+from tests.interpreter import run_interpreted
 
 from sparsecli import attention_backends
 from sparsecli.bench import providers
@@ -59,8 +57,5 @@ def check_three_op_provider(S=128, block=32, D=16):
 
 
 def test_three_op_provider_under_triton_interpreter():
-    root = Path(__file__).resolve().parents[2]
-    code = "from tests.bench.test_providers import check_three_op_provider; check_three_op_provider()"
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    run = run_interpreted("tests.bench.test_providers", "check_three_op_provider")
     assert run.returncode == 0, run.stderr[-3000:]
