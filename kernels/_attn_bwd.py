@@ -9,7 +9,7 @@ program, empty rows included), which the dK/dV launch then reads: no separate De
 import triton
 import triton.language as tl
 
-from ._attn_common import _inner_tokens, _key_tile_scores, _load_rows, _program, _scores
+from ._attn_common import _inner_tokens, _key_tile_scores, _load_rows, _load_tile, _program, _scores
 
 
 @triton.jit
@@ -20,12 +20,15 @@ def _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, row_base, t_begin
                 UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
                 MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                 KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-                DOT_PREC: tl.constexpr):
+                DOT_PREC: tl.constexpr, TMA: tl.constexpr):
     ii = tl.arange(0, BLOCK_M)
     for t in range(t_begin, t_end):
         tq = _inner_tokens(seg_start, t, BLOCK_M, SEG, NSEG)
-        q = _load_rows(Q + base, tq, HEAD_DIM)
-        do = _load_rows(dO + base, tq, HEAD_DIM)
+        first = 0
+        if TMA:
+            first = tl.load(seg_start + t)
+        q = _load_tile(Q, base, first, tq, HEAD_DIM, TMA)
+        do = _load_tile(dO, base, first, tq, HEAD_DIM, TMA)
         lse = tl.load(LSE + row_base + tq)
         delta = tl.load(Delta + row_base + tq)
         qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
@@ -52,12 +55,12 @@ def _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, t_begin, t_end,
               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-              DOT_PREC: tl.constexpr):
+              DOT_PREC: tl.constexpr, TMA: tl.constexpr):
     for t in range(t_begin, t_end):
         k, v, s = _key_tile_scores(q, tq, oi, K, V, base, t, seg_start, tile_bits, qk_scale,
                                    bz, h, S, KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                                    HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, MASKED, CAUSAL,
-                                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+                                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
         p = tl.math.exp2(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
@@ -74,10 +77,12 @@ def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
               CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-              DOT_PREC: tl.constexpr, KEYS_OUTER: tl.constexpr):
+              DOT_PREC: tl.constexpr, TMA: tl.constexpr, KEYS_OUTER: tl.constexpr):
     """dK/dV (KEYS_OUTER: a key tile of BLOCK_N over gathered query tiles of BLOCK_M) or dQ.
 
-    The dQ launch (not KEYS_OUTER) writes Delta; the dK/dV launch must come after it.
+    The dQ launch (not KEYS_OUTER) writes Delta; the dK/dV launch must come after it. With TMA,
+    Q, K, V and dO are tensor descriptors over (B*H*S, HEAD_DIM) rows, each with its launch's
+    tile height (single-segment inner tiles only).
     """
     bz, h, o, t0, tf, t1, slot = _program(programs, B, NUM_OUTER)
     bh = (bz * H + h).to(tl.int64)
@@ -86,28 +91,28 @@ def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
     if KEYS_OUTER:
         oi = tl.arange(0, BLOCK_N)
         tk = o * BLOCK_N + oi
-        k = _load_rows(K + base, tk, HEAD_DIM)
-        v = _load_rows(V + base, tk, HEAD_DIM)
+        k = _load_tile(K, base, o * BLOCK_N, tk, HEAD_DIM, TMA)
+        v = _load_tile(V, base, o * BLOCK_N, tk, HEAD_DIM, TMA)
         dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
         dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, t0, tf,
                              seg_start, tile_bits, qk_scale, bz, h, S,
                              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                              HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, False, CAUSAL,
-                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
         dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, tf, t1,
                              seg_start, tile_bits, qk_scale, bz, h, S,
                              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                              HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, True, CAUSAL,
-                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
         offs = base + tk.to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
         tl.store(dK + offs, (dk * sm_scale).to(dK.dtype.element_ty))
         tl.store(dV + offs, dv.to(dV.dtype.element_ty))
     else:
         oi = tl.arange(0, BLOCK_M)
         tq = o * BLOCK_M + oi
-        q = _load_rows(Q + base, tq, HEAD_DIM)
-        do = _load_rows(dO + base, tq, HEAD_DIM)
+        q = _load_tile(Q, base, o * BLOCK_M, tq, HEAD_DIM, TMA)
+        do = _load_tile(dO, base, o * BLOCK_M, tq, HEAD_DIM, TMA)
         lse = tl.load(LSE + bh * S + tq)
         o = _load_rows(Out + base, tq, HEAD_DIM)
         delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
@@ -117,11 +122,11 @@ def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
                        seg_start, tile_bits, qk_scale, bz, h, S,
                        KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                        HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, False, CAUSAL,
-                       KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+                       KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
         dq = _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, base, tf, t1,
                        seg_start, tile_bits, qk_scale, bz, h, S,
                        KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                        HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
-                       KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+                       KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
         tl.store(dQ + base + tq.to(tl.int64)[:, None] * HEAD_DIM + d[None, :],
                  (dq * sm_scale).to(dQ.dtype.element_ty))

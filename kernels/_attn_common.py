@@ -79,17 +79,31 @@ def _scores(qk, qk_scale, tq, tk, bz, h, S, bits, oi, ii,
 
 
 @triton.jit
+def _load_tile(X, base, first, tokens, HEAD_DIM: tl.constexpr, TMA: tl.constexpr):
+    """Rows ``tokens`` of the (S, HEAD_DIM) slice at element offset ``base``: X is a pointer, or
+    with TMA a (rows, HEAD_DIM) tensor descriptor and ``tokens`` = ``first`` + arange (one bulk
+    copy on Hopper)."""
+    if TMA:
+        return X.load([(base // HEAD_DIM + first).to(tl.int32), 0])
+    else:
+        return _load_rows(X + base, tokens, HEAD_DIM)
+
+
+@triton.jit
 def _key_tile_scores(q, tq, oi, K, V, base, t, seg_start, tile_bits, qk_scale, bz, h, S,
                      KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                      HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
                      UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
                      MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                      KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-                     DOT_PREC: tl.constexpr):
+                     DOT_PREC: tl.constexpr, TMA: tl.constexpr):
     """Gathered key tile ``t`` of a query-outer program: its K, V rows and the log2 scores."""
     tk = _inner_tokens(seg_start, t, BLOCK_N, SEG, NSEG)
-    k = _load_rows(K + base, tk, HEAD_DIM)
-    v = _load_rows(V + base, tk, HEAD_DIM)
+    first = 0
+    if TMA:  # only single-segment tiles take TMA: the tile is one run of tokens
+        first = tl.load(seg_start + t)
+    k = _load_tile(K, base, first, tk, HEAD_DIM, TMA)
+    v = _load_tile(V, base, first, tk, HEAD_DIM, TMA)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
     bits = 0
     if MASKED:

@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-from ._attn_common import _key_tile_scores, _load_rows, _program
+from ._attn_common import _key_tile_scores, _load_tile, _program
 
 
 @triton.jit
@@ -13,22 +13,32 @@ def _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_base, t_begin, t_end,
                UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-               DOT_PREC: tl.constexpr):
+               DOT_PREC: tl.constexpr, TMA: tl.constexpr, POS_SCALE: tl.constexpr):
     # Only masks and biases can leave a row at -inf; full unbiased tiles skip the guard.
     GUARD: tl.constexpr = MASKED or HAS_RPE or KPM_MODE != 0 or AM_MODE != 0
+    # Without a guard, the row max is taken on raw q k^T and the scale folded into one FMA per
+    # score (needs a positive scale: max(x) * c = max(x * c) only for c > 0).
+    RAW: tl.constexpr = POS_SCALE and not GUARD
     for t in range(t_begin, t_end):
-        k, v, s = _key_tile_scores(q, tq, oi, K, V, kv_base, t, seg_start, tile_bits, qk_scale,
+        k, v, s = _key_tile_scores(q, tq, oi, K, V, kv_base, t, seg_start, tile_bits,
+                                   1.0 if RAW else qk_scale,
                                    bz, h, S, KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                                    HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, MASKED, CAUSAL,
-                                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = m_new
-        if GUARD:  # m_i itself keeps -inf, so a later tile's very negative scores still count
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_use)
-        p = tl.math.exp2(s - m_use[:, None])
+                                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
+        if RAW:
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+            p = tl.math.exp2(s * qk_scale - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = m_new
+            if GUARD:  # m_i itself keeps -inf, so a later tile's very negative scores still count
+                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.math.exp2(m_i - m_use)
+            p = tl.math.exp2(s - m_use[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
         m_i = m_new
     return acc, m_i, l_i
 
@@ -42,13 +52,15 @@ def _attn_fwd(Q, K, V, Out, LSE, PartAcc, PartML, NUM_SLOTS,
               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
               CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-              DOT_PREC: tl.constexpr):
+              DOT_PREC: tl.constexpr, TMA: tl.constexpr, POS_SCALE: tl.constexpr):
+    """One query tile over its gathered key tiles. TMA: Q, K and V are tensor descriptors over
+    (B*H*S, HEAD_DIM) rows (single-segment key tiles only); otherwise plain pointers."""
     bz, h, o, t0, tf, t1, slot = _program(programs, B, NUM_OUTER)
     bh = bz * H + h
     base = bh.to(tl.int64) * S * HEAD_DIM
     oi = tl.arange(0, BLOCK_M)
     tq = o * BLOCK_M + oi
-    q = _load_rows(Q + base, tq, HEAD_DIM)
+    q = _load_tile(Q, base, o * BLOCK_M, tq, HEAD_DIM, TMA)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -56,12 +68,12 @@ def _attn_fwd(Q, K, V, Out, LSE, PartAcc, PartML, NUM_SLOTS,
                                seg_start, tile_bits, qk_scale, bz, h, S,
                                KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                                HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, False, CAUSAL,
-                               KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+                               KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA, POS_SCALE)
     acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, base, tf, t1,
                                seg_start, tile_bits, qk_scale, bz, h, S,
                                KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                                HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
-                               KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC)
+                               KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA, POS_SCALE)
     d = tl.arange(0, HEAD_DIM)
     if slot < 0:
         _fwd_finish(acc, m_i, l_i, Out, LSE, base, bh.to(tl.int64) * S, tq, HEAD_DIM)

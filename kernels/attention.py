@@ -19,6 +19,7 @@ backward is deterministic: no atomics, each gradient element is reduced by a sin
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ class KernelConfig:
     inner: int
     num_warps: int
     num_stages: int
+    tma: bool = True  # bulk (TMA) loads where the GPU has them and inner tiles are one segment
 
 
 def default_configs(block: int, head_dim: int, dtype: torch.dtype, row_keys: float = 0.0):
@@ -185,9 +187,25 @@ class _Plan:
                 sch = tile_schedule(*args, split=cap, **kw)
         return sch
 
+    def operands(self, which, sch, q, k, v, dout=None):
+        """(q, k, v[, dout]) as the kernel takes them, and whether it loads them with TMA.
+
+        TMA (Hopper bulk copies) needs one contiguous run of tokens per tile, so only schedules
+        whose inner tiles are a single segment take it; the loads are then tensor descriptors
+        over (B*H*S, D) rows, each as tall as the tile it loads in this pass.
+        """
+        tma = self.configs[which].tma and sch.nseg == 1 and _has_tma(q)
+        ops = (q, k, v) if dout is None else (q, k, v, dout)
+        if not tma:
+            return ops, False
+        keys_outer = which == "dkdv"
+        q_rows, kv_rows = (sch.inner, sch.outer) if keys_outer else (sch.outer, sch.inner)
+        rows = (q_rows, kv_rows, kv_rows, q_rows)
+        return tuple(_rows_descriptor(x, r) for x, r in zip(ops, rows)), True
+
     def launch(self, kernel, which, sch, tensors, scales, **constexprs):
         cfg = self.configs[which]
-        dummy = tensors[0]
+        dummy = next(t for t in tensors if isinstance(t, torch.Tensor))
         # Forward and dQ name their tiles (BLOCK_M=outer, BLOCK_N=inner); dK/dV the other way.
         bm, bn = (sch.inner, sch.outer) if which == "dkdv" else (sch.outer, sch.inner)
         kernel[(self.B * sch.num_programs,)](
@@ -226,13 +244,35 @@ def _forward(plan: _Plan, q, k, v):
                            dtype=torch.float32, device=q.device)
     part_ml = torch.empty((plan.B, slots, 2, sch.outer) if sch.num_slots else (1,),
                           dtype=torch.float32, device=q.device)
-    plan.launch(_attn_fwd, "fwd", sch, (q, k, v, out, lse, part_acc, part_ml, slots),
-                (plan.sm_scale * LOG2E,))
+    qkv, tma = plan.operands("fwd", sch, q, k, v)
+    plan.launch(_attn_fwd, "fwd", sch, (*qkv, out, lse, part_acc, part_ml, slots),
+                (plan.sm_scale * LOG2E,), TMA=tma, POS_SCALE=plan.sm_scale > 0)
     if sch.num_split_rows:
         _attn_fwd_combine[(plan.B * sch.num_split_rows,)](
             part_acc, part_ml, out, lse, sch.combine, slots, plan.B, plan.H, plan.S, sch.num_outer,
             HEAD_DIM=plan.D, BLOCK_M=sch.outer)
     return out, lse
+
+
+def _has_tma(x: torch.Tensor) -> bool:
+    """TMA loads: Hopper or later (the interpreter emulates them), on a 16-byte aligned base."""
+    if x.data_ptr() % 16:
+        return False
+    if not x.is_cuda:
+        return interpreting()
+    return _capability(x.device.index if x.device.index is not None else torch.cuda.current_device())[0] >= 9
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int):
+    return torch.cuda.get_device_capability(index)
+
+
+def _rows_descriptor(x, rows: int):
+    """Tensor descriptor over ``x`` (B, H, S, D) as (B*H*S, D) rows, loading ``rows`` at a time."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor.from_tensor(x.view(-1, x.shape[-1]), [rows, x.shape[-1]])
 
 
 def _backward(plan: _Plan, q, k, v, out, lse, dout):
@@ -241,11 +281,13 @@ def _backward(plan: _Plan, q, k, v, out, lse, dout):
     dout = dout.contiguous()
     delta = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    tensors = (q, k, v, out, dout, lse, delta, dq, dk, dv)
     scales = (plan.sm_scale * LOG2E, plan.sm_scale)
     # dQ first: its programs cover every query row and write Delta, which dK/dV reads.
-    plan.launch(_attn_bwd, "dq", plan.schedule("dq"), tensors, scales, KEYS_OUTER=False)
-    plan.launch(_attn_bwd, "dkdv", plan.schedule("dkdv"), tensors, scales, KEYS_OUTER=True)
+    for which in ("dq", "dkdv"):
+        sch = plan.schedule(which)
+        (q_, k_, v_, do_), tma = plan.operands(which, sch, q, k, v, dout)
+        plan.launch(_attn_bwd, which, sch, (q_, k_, v_, out, do_, lse, delta, dq, dk, dv), scales,
+                    TMA=tma, KEYS_OUTER=which == "dkdv")
     return dq, dk, dv
 
 

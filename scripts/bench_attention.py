@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import triton
@@ -142,36 +142,42 @@ def run_case(c: Case, check=True, warm_only=False):
     return row
 
 
-def _cfgs(*ts):
-    return [attn.KernelConfig(*t) for t in ts]
+def _cfgs(*ts, **flags):
+    return [attn.KernelConfig(*t, **flags) for t in ts]
 
 
-# Per pass and head dim: (outer, inner, warps, stages); the first of each list is compared with
-# the current default. dK/dV's outer tile is keys, the forward's and dQ's queries.
+# Per pass and head dim: (outer, inner, warps, stages[, flags]); the first of each list is compared
+# with the current default. dK/dV's outer tile is keys, the forward's and dQ's queries.
 TUNE = {
-    ("fwd", 64): _cfgs((64, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 2),
-                       (128, 128, 8, 3), (128, 128, 4, 3), (64, 64, 4, 4), (128, 64, 4, 3)),
-    ("fwd", 128): _cfgs((128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2),
-                        (64, 64, 4, 3), (64, 64, 4, 4), (128, 32, 4, 3)),
-    ("dkdv", 64): _cfgs((64, 64, 4, 3), (128, 32, 4, 5), (128, 32, 4, 3), (128, 64, 8, 3),
-                        (128, 32, 8, 3), (64, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 4)),
-    ("dkdv", 128): _cfgs((64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 3), (128, 64, 8, 2),
-                         (64, 64, 8, 3), (128, 32, 4, 3)),
+    ("fwd", 64): _cfgs((64, 64, 4, 3), tma=False)
+    + _cfgs((64, 64, 4, 3), (64, 128, 4, 3), (64, 128, 4, 4), (64, 64, 4, 4), (64, 64, 4, 5),
+            (128, 128, 4, 3), (64, 128, 8, 3), (128, 64, 8, 3)),
+    ("fwd", 128): _cfgs((128, 64, 4, 3), tma=False)
+    + _cfgs((128, 64, 4, 3), (128, 64, 4, 4), (64, 64, 4, 3), (128, 128, 8, 3), (64, 128, 4, 3)),
+    ("dkdv", 64): _cfgs((128, 32, 4, 5), tma=False)
+    + _cfgs((128, 32, 4, 5), (128, 32, 4, 4), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3),
+            (64, 32, 4, 3)),
+    ("dkdv", 128): _cfgs((64, 64, 4, 3), tma=False)
+    + _cfgs((64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 4), (128, 32, 8, 3)),
+    ("dq", 64): _cfgs((64, 64, 4, 3), tma=False)
+    + _cfgs((64, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 4), (128, 32, 4, 3), (64, 128, 4, 3)),
+    ("dq", 128): _cfgs((64, 64, 4, 3), tma=False)
+    + _cfgs((64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 4)),
 }
-TUNE[("dq", 64)], TUNE[("dq", 128)] = TUNE[("dkdv", 64)], TUNE[("dkdv", 128)]
-# Representative cases: short rows (sliding), long rows (Fixed, dense), both head dims, fp16.
+# Representative cases: short rows (sliding), long rows (Fixed, dense), both head dims.
 TUNE_CASES = ("sliding-b128-S8192-B4-D64-bf16-fwd", "fixed-b128-S16384-B2-D64-bf16-fwd",
-              "dense-b128-S4096-B8-D64-bf16-fwd", "dense-b128-S4096-B8-D64-fp16-fwd",
               "sliding-b128-S8192-B4-D128-bf16-fwd", "fixed-b128-S16384-B2-D128-bf16-fwd",
               "sliding-b128-S8192-B4-D64-bf16-fwdbwd", "sliding-b64-S8192-B4-D64-bf16-fwdbwd",
-              "dense-b128-S4096-B8-D64-bf16-fwdbwd", "sliding-b128-S8192-B4-D128-bf16-fwdbwd")
+              "sliding-b128-S8192-B4-D128-bf16-fwdbwd", "fixed-b128-S16384-B2-D128-bf16-fwdbwd",
+              "dense-b128-S4096-B8-D128-bf16-fwdbwd", "dense-b128-S4096-B8-D64-fp16-fwd",
+              "dense-b128-S4096-B8-D64-bf16-fwdbwd")
 
 
 def _tune_tasks(selected):
     """(case, pass, config) to time: each pass's configs vary alone, the others stay default."""
     return [(c, which, cfg) for c in selected
             for which in (("fwd",) if c.mode == "fwd" else ("dq", "dkdv"))
-            for cfg in TUNE[(which, 64 if c.D <= 64 else 128)]]
+            for cfg in [None] + TUNE[(which, 64 if c.D <= 64 else 128)]]  # None: the default
 
 
 def tune(selected, warm_only=False, shard=(0, 1)):
@@ -191,6 +197,10 @@ def tune(selected, warm_only=False, shard=(0, 1)):
             defaults = dict(plan.configs)
             out, lse = attn._forward(plan, q, k, v)
             ref = (out,) if c.mode == "fwd" else attn._backward(plan, q, k, v, out, lse, dout)
+        if cfg is None:
+            cfg = defaults[which]
+        elif cfg == defaults[which]:
+            continue
         plan.configs = dict(defaults, **{which: cfg})
         fn = ((lambda: attn._forward(plan, q, k, v)) if which == "fwd"
               else (lambda: attn._backward(plan, q, k, v, out, lse, dout)))
@@ -206,21 +216,28 @@ def tune(selected, warm_only=False, shard=(0, 1)):
             continue
         rows.append(dict(case_id=c.case_id, which=which, config=asdict(cfg), ms=ms, rel_err=err,
                          default=cfg == defaults[which]))
-        print(f"  {c.case_id:40s} {which:4s} {tuple(asdict(cfg).values())}: {ms:.4f} ms err {err:.1e}"
+        print(f"  {c.case_id:40s} {which:4s} {_cfg_str(cfg)}: {ms:.4f} ms err {err:.1e}"
               f"{'  (default)' if rows[-1]['default'] else ''}", file=sys.stderr, flush=True)
     return rows
 
 
+def _cfg_str(cfg):
+    """(outer, inner, warps, stages) plus the flags that differ from the defaults."""
+    base = (cfg.outer, cfg.inner, cfg.num_warps, cfg.num_stages)
+    flags = [f.name for f in fields(cfg)[4:] if getattr(cfg, f.name) != f.default]
+    return str(base) + ("+" + "+".join(flags) if flags else "")
+
+
 def print_tune(rows):
     """Per case and pass: the default's time, the best config and its time over the default's."""
-    print(f"{'case':40s} {'pass':4s} {'default ms':>10s} {'best':>18s} {'best ms':>8s} {'best/def':>8s}")
+    print(f"{'case':40s} {'pass':4s} {'default ms':>10s} {'config':>30s} {'ms':>8s} {'x def':>8s}")
     for key in dict.fromkeys((r["case_id"], r["which"]) for r in rows):
         rs = [r for r in rows if (r["case_id"], r["which"]) == key]
         d = next((r for r in rs if r["default"]), None)
-        b = min(rs, key=lambda r: r["ms"])
         dms = d["ms"] if d else float("nan")
-        print(f"{key[0]:40s} {key[1]:4s} {dms:10.4f} {str(tuple(b['config'].values())):>18s} "
-              f"{b['ms']:8.4f} {b['ms'] / dms:8.3f}")
+        for r in sorted(rs, key=lambda r: r["ms"]):
+            print(f"{key[0]:40s} {key[1]:4s} {dms:10.4f} "
+                  f"{_cfg_str(attn.KernelConfig(**r['config'])):>30s} {r['ms']:8.4f} {r['ms'] / dms:8.3f}")
 
 
 def env():

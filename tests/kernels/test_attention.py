@@ -305,3 +305,31 @@ def test_gpu_long_rows(poison, dtype, causal):
     from sparsecli.kernels.attention import LONG_ROW_KEYS
     assert 4096 * 31 / 32 >= LONG_ROW_KEYS
     check(1, 2, 4096, 64, 128, dtype, causal=causal, device="cuda", density=1.0)
+
+
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=cpu_kernels),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+])
+@pytest.mark.parametrize("causal", (False, True))
+def test_pointer_loads_match_tma_path(poison, monkeypatch, device, causal):
+    """Single-segment tiles take TMA loads on Hopper (and under the interpreter); GPUs without
+    TMA, or a misaligned base, read the same tiles through pointers."""
+    from sparsecli.kernels import attention
+
+    monkeypatch.setattr(attention, "_has_tma", lambda x: False)
+    check(2, 2, 256, 32, 64, torch.float16, causal=causal, per_head=True, mask="kpm", mode="add",
+          device=device)
+
+
+@cpu_kernels
+@pytest.mark.parametrize("sm_scale", (-0.3, 0.0, 2.0))
+def test_any_finite_scale(sm_scale):
+    # A positive scale lets the forward take the row max on raw q k^T; others must not.
+    B, H, S, D, block = 1, 2, 128, 16, 64
+    lay = make_layout(H, S // block, 1.1, empty_row=False)
+    q, k, v = (_rand(B, H, S, D, dtype=torch.float16) for _ in range(3))
+    got = blocksparse_attention(q, k, v, lay, block, sm_scale=sm_scale)
+    want = blocksparse_attention_reference(q.double(), k.double(), v.double(), lay, block,
+                                           sm_scale=sm_scale, compute_dtype=torch.float64)
+    assert rel(got, want) <= OUT_BOUND[torch.float16]
