@@ -48,19 +48,24 @@ class KernelConfig:
 def default_configs(block: int, head_dim: int, dtype: torch.dtype, row_keys: float = 0.0):
     """(forward, dK/dV, dQ) configs; dK/dV's outer tile is keys, the others' queries.
 
-    ``row_keys``: the layout's mean keys per query row. Measured on the H100 (docs/perf-notes.md,
-    runs 3 and 5): short sparse rows favour many small programs; an outer tile larger than the
-    layout block pads its gathered lists (the union of its rows' lists), so 128-token outer
-    tiles only at block 128. At D <= 64 and block 128 the dK/dV launch gains 5-9% from 128-key
-    tiles over 32-query steps, 5 stages deep; long rows (Fixed, dense) 2-4% in the forward from
-    128x64 tiles on 8 warps.
+    ``row_keys``: the layout's mean keys per query row. Measured on the H100 with TMA loads
+    (docs/perf-notes.md, tune runs 7-9): short rows (a few key tiles per program) favour small
+    programs with a shallow pipeline (64x64, 2 stages: 7% over 3); long rows (Fixed, dense)
+    64x128 tiles, 3 stages. An outer tile larger than the layout block pads its gathered lists
+    (the union of its rows' lists), so 128-token outer tiles only at block 128: there the dK/dV
+    launch gains 5-9% from 128-key tiles over 32-query steps, 5 stages deep; at block 64 it takes
+    64 keys over 32-query steps, 2 stages. D128 keeps 64x64 backward tiles (every other shape
+    tried, 10 of them, was 2-100% slower) and a 4-stage 128x64 forward.
     """
     if head_dim >= 128:
-        return KernelConfig(128, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)
+        return KernelConfig(128, 64, 4, 4), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)
     small = KernelConfig(64, 64, 4, 3)
-    if block < 128:
+    if block < 64:
         return small, small, small
-    fwd = KernelConfig(128, 64, 8, 3) if row_keys >= LONG_ROW_KEYS else small
+    short_fwd = KernelConfig(64, 64, 4, 2)
+    if block == 64:
+        return short_fwd, KernelConfig(64, 32, 4, 2), small
+    fwd = KernelConfig(64, 128, 4, 3) if row_keys >= LONG_ROW_KEYS else short_fwd
     return fwd, KernelConfig(128, 32, 4, 5), small
 
 

@@ -301,7 +301,7 @@ def test_gpu_backward_is_deterministic():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,causal", [(torch.float16, False), (torch.bfloat16, True)])
 def test_gpu_long_rows(poison, dtype, causal):
-    # Rows of thousands of keys take the forward's long-row config (128x64 tiles on 8 warps).
+    # Rows of thousands of keys take the forward's long-row config (64x128 tiles, 3 stages).
     from sparsecli.kernels.attention import LONG_ROW_KEYS
     assert 4096 * 31 / 32 >= LONG_ROW_KEYS
     check(1, 2, 4096, 64, 128, dtype, causal=causal, device="cuda", density=1.0)
