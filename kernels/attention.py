@@ -196,34 +196,50 @@ class _Plan:
         """(q, k, v[, dout]) as the kernel takes them, and whether it loads them with TMA.
 
         TMA (Hopper bulk copies) needs one contiguous run of tokens per tile, so only schedules
-        whose inner tiles are a single segment take it; the loads are then tensor descriptors
-        over (B*H*S, D) rows, each as tall as the tile it loads in this pass.
+        whose inner tiles are a single segment take it, and only for the operands the inner
+        loop walks (K, V; Q, dO in dK/dV): tensor descriptors over (B*H*S, D) rows, one inner
+        tile tall. The outer tile is loaded once per program through pointers: a descriptor
+        costs host time on every call (tune run 10: ~1 ms of host work per short fwd+bwd).
         """
-        tma = self.configs[which].tma and sch.nseg == 1 and _has_tma(q)
         ops = (q, k, v) if dout is None else (q, k, v, dout)
-        if not tma:
+        if not (self.configs[which].tma and sch.nseg == 1 and _has_tma(q)):
             return ops, False
-        keys_outer = which == "dkdv"
-        q_rows, kv_rows = (sch.inner, sch.outer) if keys_outer else (sch.outer, sch.inner)
-        rows = (q_rows, kv_rows, kv_rows, q_rows)
-        return tuple(_rows_descriptor(x, r) for x, r in zip(ops, rows)), True
+        walked = (0, 3) if which == "dkdv" else (1, 2)
+        return tuple(_rows_descriptor(x, sch.inner) if i in walked else x
+                     for i, x in enumerate(ops)), True
 
     def launch(self, kernel, which, sch, tensors, scales, **constexprs):
         cfg = self.configs[which]
-        dummy = next(t for t in tensors if isinstance(t, torch.Tensor))
+        dummy = tensors[3]  # the output (fwd) or O (bwd): always a tensor, unlike q/k/v under TMA
         # Forward and dQ name their tiles (BLOCK_M=outer, BLOCK_N=inner); dK/dV the other way.
         bm, bn = (sch.inner, sch.outer) if which == "dkdv" else (sch.outer, sch.inner)
-        kernel[(self.B * sch.num_programs,)](
-            *tensors, sch.programs, sch.seg_start, sch.tile_bits,
-            self.kpm if self.kpm is not None else dummy, self.kpm_sb,
-            self.am if self.am is not None else dummy,
-            self.rpe if self.rpe is not None else dummy, self.rpe_sb, self.rpe_sh,
-            self.B, self.H, self.S, sch.num_outer, *scales,
-            HEAD_DIM=self.D, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg, NSEG=sch.nseg,
-            CAUSAL=self.causal, KPM_MODE=self.kpm_kind,
-            AM_MODE=self.am_kind, HAS_RPE=self.rpe is not None, DOT_PREC=self.dot_prec,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **constexprs,
-        )
+        args = (*tensors, sch.programs, sch.seg_start, sch.tile_bits,
+                self.kpm if self.kpm is not None else dummy, self.kpm_sb,
+                self.am if self.am is not None else dummy,
+                self.rpe if self.rpe is not None else dummy, self.rpe_sb, self.rpe_sh,
+                self.B, self.H, self.S, sch.num_outer, *scales)
+        meta = dict(HEAD_DIM=self.D, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg, NSEG=sch.nseg,
+                    CAUSAL=self.causal, KPM_MODE=self.kpm_kind, AM_MODE=self.am_kind,
+                    HAS_RPE=self.rpe is not None, DOT_PREC=self.dot_prec, **constexprs)
+        # Masks, rpe and fp32 inputs stage more per tile than the tuned depth may leave room for:
+        # the deepest pipeline that fits is found once per kernel variant and remembered.
+        from triton.runtime.errors import OutOfResources
+
+        key = (id(kernel), cfg, tuple(sorted(meta.items())), dummy.dtype)
+        stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
+        while True:
+            try:
+                kernel[(self.B * sch.num_programs,)](*args, num_warps=cfg.num_warps,
+                                                     num_stages=stages, **meta)
+                break
+            except OutOfResources:
+                if stages <= 1:
+                    raise
+                stages -= 1
+                _STAGES_THAT_FIT[key] = stages
+
+
+_STAGES_THAT_FIT: dict = {}
 
 
 # Rows are split only into pieces of at least this many tiles (merging costs a pass over D).
@@ -235,7 +251,12 @@ SPLIT_PROGRAMS_PER_SM = 8
 def _num_sms(device) -> int:
     if device.type != "cuda":
         return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _forward(plan: _Plan, q, k, v):
@@ -245,10 +266,10 @@ def _forward(plan: _Plan, q, k, v):
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     sch = plan.schedule("fwd")
     slots = max(sch.num_slots, 1)
-    part_acc = torch.empty((plan.B, slots, sch.outer, plan.D) if sch.num_slots else (1,),
-                           dtype=torch.float32, device=q.device)
-    part_ml = torch.empty((plan.B, slots, 2, sch.outer) if sch.num_slots else (1,),
-                          dtype=torch.float32, device=q.device)
+    part_acc = part_ml = lse  # unused without split rows
+    if sch.num_slots:
+        part_acc = torch.empty((plan.B, slots, sch.outer, plan.D), dtype=torch.float32, device=q.device)
+        part_ml = torch.empty((plan.B, slots, 2, sch.outer), dtype=torch.float32, device=q.device)
     qkv, tma = plan.operands("fwd", sch, q, k, v)
     plan.launch(_attn_fwd, "fwd", sch, (*qkv, out, lse, part_acc, part_ml, slots),
                 (plan.sm_scale * LOG2E,), TMA=tma, POS_SCALE=plan.sm_scale > 0)
