@@ -81,8 +81,8 @@ def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
     """dK/dV (KEYS_OUTER: a key tile of BLOCK_N over gathered query tiles of BLOCK_M) or dQ.
 
     The dQ launch (not KEYS_OUTER) writes Delta; the dK/dV launch must come after it. With TMA,
-    the operands the loop walks (K, V for dQ; Q, dO for dK/dV) are tensor descriptors over
-    (B*H*S, HEAD_DIM) rows, one inner tile tall; the outer tile's operands stay pointers.
+    Q, K, V and dO are tensor descriptors over (B*H*S, HEAD_DIM) rows, each as tall as the tile
+    it loads in this launch (single-segment inner tiles only).
     """
     bz, h, o, t0, tf, t1, slot = _program(programs, B, NUM_OUTER)
     bh = (bz * H + h).to(tl.int64)
@@ -91,8 +91,8 @@ def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
     if KEYS_OUTER:
         oi = tl.arange(0, BLOCK_N)
         tk = o * BLOCK_N + oi
-        k = _load_rows(K + base, tk, HEAD_DIM)
-        v = _load_rows(V + base, tk, HEAD_DIM)
+        k = _load_tile(K, base, o * BLOCK_N, tk, HEAD_DIM, TMA)
+        v = _load_tile(V, base, o * BLOCK_N, tk, HEAD_DIM, TMA)
         dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
         dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, t0, tf,
@@ -111,8 +111,8 @@ def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
     else:
         oi = tl.arange(0, BLOCK_M)
         tq = o * BLOCK_M + oi
-        q = _load_rows(Q + base, tq, HEAD_DIM)
-        do = _load_rows(dO + base, tq, HEAD_DIM)
+        q = _load_tile(Q, base, o * BLOCK_M, tq, HEAD_DIM, TMA)
+        do = _load_tile(dO, base, o * BLOCK_M, tq, HEAD_DIM, TMA)
         lse = tl.load(LSE + bh * S + tq)
         o = _load_rows(Out + base, tq, HEAD_DIM)
         delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)

@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-from ._attn_common import _key_tile_scores, _load_rows, _program
+from ._attn_common import _key_tile_scores, _load_tile, _program
 
 
 @triton.jit
@@ -53,14 +53,14 @@ def _attn_fwd(Q, K, V, Out, LSE, PartAcc, PartML, NUM_SLOTS,
               CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
               DOT_PREC: tl.constexpr, TMA: tl.constexpr, POS_SCALE: tl.constexpr):
-    """One query tile over its gathered key tiles. TMA: K and V are tensor descriptors over
-    (B*H*S, HEAD_DIM) rows, one key tile tall (single-segment key tiles only); Q is a pointer."""
+    """One query tile over its gathered key tiles. TMA: Q, K and V are tensor descriptors over
+    (B*H*S, HEAD_DIM) rows (single-segment key tiles only); otherwise plain pointers."""
     bz, h, o, t0, tf, t1, slot = _program(programs, B, NUM_OUTER)
     bh = bz * H + h
     base = bh.to(tl.int64) * S * HEAD_DIM
     oi = tl.arange(0, BLOCK_M)
     tq = o * BLOCK_M + oi
-    q = _load_rows(Q + base, tq, HEAD_DIM)
+    q = _load_tile(Q, base, o * BLOCK_M, tq, HEAD_DIM, TMA)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
