@@ -201,7 +201,7 @@ class _Plan:
         tile through pointers instead cost the D128 forward 10% (run 11).
         """
         ops = (q, k, v) if dout is None else (q, k, v, dout)
-        if not (self.configs[which].tma and sch.nseg == 1 and _has_tma(q)):
+        if not (self.configs[which].tma and sch.nseg == 1 and _has_tma(*ops)):
             return ops, False
         q_rows, kv_rows = (sch.inner, sch.outer) if which == "dkdv" else (sch.outer, sch.inner)
         rows = (q_rows, kv_rows, kv_rows, q_rows)
@@ -279,10 +279,11 @@ def _forward(plan: _Plan, q, k, v):
     return out, lse
 
 
-def _has_tma(x: torch.Tensor) -> bool:
-    """TMA loads: Hopper or later (the interpreter emulates them), on a 16-byte aligned base."""
-    if x.data_ptr() % 16:
+def _has_tma(*xs: torch.Tensor) -> bool:
+    """TMA loads: Hopper or later (the interpreter emulates them), every base 16-byte aligned."""
+    if any(t.data_ptr() % 16 for t in xs):
         return False
+    x = xs[0]
     if not x.is_cuda:
         return interpreting()
     return _capability(x.device.index if x.device.index is not None else torch.cuda.current_device())[0] >= 9

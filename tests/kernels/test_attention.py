@@ -317,7 +317,7 @@ def test_pointer_loads_match_tma_path(poison, monkeypatch, device, causal):
     TMA, or a misaligned base, read the same tiles through pointers."""
     from sparsecli.kernels import attention
 
-    monkeypatch.setattr(attention, "_has_tma", lambda x: False)
+    monkeypatch.setattr(attention, "_has_tma", lambda *xs: False)
     check(2, 2, 256, 32, 64, torch.float16, causal=causal, per_head=True, mask="kpm", mode="add",
           device=device)
 
@@ -372,3 +372,12 @@ def test_launch_steps_down_stages_until_shared_memory_fits():
 def test_gpu_fp32_d128_with_rpe_fits_by_fewer_stages(poison):
     # fp32 128-wide tiles plus an rpe tile per key tile overflow shared memory at the tuned depth.
     check(1, 2, 512, 128, 128, torch.float32, mask="rpe", mode="bh", device="cuda")
+
+
+def test_tma_needs_every_operand_aligned():
+    from sparsecli.kernels.attention import _has_tma
+
+    buf = torch.zeros(2 * 64 * 16 + 1, dtype=torch.float16)
+    aligned, shifted = buf[:2048].view(1, 2, 64, 16), buf[1:2049].view(1, 2, 64, 16)
+    assert _has_tma(aligned, aligned) == INTERPRET
+    assert not _has_tma(aligned, shifted)
