@@ -224,7 +224,7 @@ class _Plan:
         # the deepest pipeline that fits is found once per kernel variant and remembered.
         from triton.runtime.errors import OutOfResources
 
-        key = (id(kernel), cfg, tuple(sorted(meta.items())), dummy.dtype)
+        key = (id(kernel), cfg, *meta.values(), dummy.dtype)  # meta's keys come in a fixed order
         stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
         while True:
             try:
@@ -295,10 +295,22 @@ def _capability(index: int):
 
 
 def _rows_descriptor(x, rows: int):
-    """Tensor descriptor over ``x`` (B, H, S, D) as (B*H*S, D) rows, loading ``rows`` at a time."""
+    """Tensor descriptor over ``x`` (B, H, S, D) as (B*H*S, D) rows, loading ``rows`` at a time.
+
+    Validating a descriptor costs more host time than a short kernel launch saves, so one
+    validated template per geometry is copied and pointed at ``x`` (alignment: ``_has_tma``).
+    """
+    template = _descriptor_template(x.numel() // x.shape[-1], x.shape[-1], x.dtype, rows)
+    desc = object.__new__(type(template))
+    desc.__dict__.update(template.__dict__, base=x)
+    return desc
+
+
+@functools.lru_cache(maxsize=256)
+def _descriptor_template(n_rows: int, head_dim: int, dtype: torch.dtype, rows: int):
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return TensorDescriptor.from_tensor(x.view(-1, x.shape[-1]), [rows, x.shape[-1]])
+    return TensorDescriptor(torch.empty(0, dtype=dtype), [n_rows, head_dim], [head_dim, 1], [rows, head_dim])
 
 
 def _backward(plan: _Plan, q, k, v, out, lse, dout):

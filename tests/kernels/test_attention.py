@@ -381,3 +381,16 @@ def test_tma_needs_every_operand_aligned():
     aligned, shifted = buf[:2048].view(1, 2, 64, 16), buf[1:2049].view(1, 2, 64, 16)
     assert _has_tma(aligned, aligned) == INTERPRET
     assert not _has_tma(aligned, shifted)
+
+
+def test_rows_descriptor_matches_from_tensor():
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from sparsecli.kernels.attention import _rows_descriptor
+
+    x = torch.zeros(2, 3, 64, 32, dtype=torch.float16)
+    got, want = _rows_descriptor(x, 16), TensorDescriptor.from_tensor(x.view(-1, 32), [16, 32])
+    assert got.base is x
+    assert (list(got.shape), list(got.strides), list(got.block_shape)) == \
+        (list(want.shape), list(want.strides), list(want.block_shape))
+    assert _rows_descriptor(torch.zeros_like(x), 16).base is not x  # templates are not shared state
