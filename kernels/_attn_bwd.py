@@ -20,7 +20,7 @@ def _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, row_base, t_begin
                 UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
                 MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                 KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-                DOT_PREC: tl.constexpr, TMA: tl.constexpr):
+                DOT_PREC: tl.constexpr, TMA: tl.constexpr, QUERY_MAJOR: tl.constexpr):
     ii = tl.arange(0, BLOCK_M)
     for t in range(t_begin, t_end):
         tq = _inner_tokens(seg_start, t, BLOCK_M, SEG, NSEG)
@@ -31,19 +31,32 @@ def _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, row_base, t_begin
         do = _load_tile(dO, base, first, tq, HEAD_DIM, TMA)
         lse = tl.load(LSE + row_base + tq)
         delta = tl.load(Delta + row_base + tq)
-        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
         bits = 0
         if MASKED:
             bits = tl.load(tile_bits + t)
-        sT = _scores(qkT, qk_scale, tq[None, :], tk[:, None], bz, h, S, bits, oi[:, None], ii[None, :],
-                     KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, UNIT, SEG, NSEG,
-                     MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
-        # lse is +inf for queries that attend to nothing: their probabilities are exactly 0.
-        pT = tl.math.exp2(sT - lse[None, :])
-        dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
-        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
-        dsT = pT * (dpT - delta[None, :])
-        dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)
+        if QUERY_MAJOR:
+            # Scores as (queries x keys): K and V only ever appear as the B operand, so they can
+            # stay in shared memory; P and dS are transposed on their way into the A operand.
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+            s = _scores(qk, qk_scale, tq[:, None], tk[None, :], bz, h, S, bits, oi[None, :],
+                        ii[:, None], KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, UNIT, SEG, NSEG,
+                        MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+            p = tl.math.exp2(s - lse[:, None])
+            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC)
+            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+            ds = (p * (dp - delta[:, None])).to(q.dtype)
+            dk += tl.dot(tl.trans(ds), q, input_precision=DOT_PREC)
+        else:
+            qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
+            sT = _scores(qkT, qk_scale, tq[None, :], tk[:, None], bz, h, S, bits, oi[:, None],
+                         ii[None, :], KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, UNIT, SEG, NSEG,
+                         MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+            # lse is +inf for queries that attend to nothing: their probabilities are exactly 0.
+            pT = tl.math.exp2(sT - lse[None, :])
+            dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
+            dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+            dsT = pT * (dpT - delta[None, :])
+            dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)
     return dk, dv
 
 
@@ -77,7 +90,8 @@ def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
               CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-              DOT_PREC: tl.constexpr, TMA: tl.constexpr, KEYS_OUTER: tl.constexpr):
+              DOT_PREC: tl.constexpr, TMA: tl.constexpr, KEYS_OUTER: tl.constexpr,
+              QUERY_MAJOR: tl.constexpr = False):
     """dK/dV (KEYS_OUTER: a key tile of BLOCK_N over gathered query tiles of BLOCK_M) or dQ.
 
     The dQ launch (not KEYS_OUTER) writes Delta; the dK/dV launch must come after it. With TMA,
@@ -99,12 +113,12 @@ def _attn_bwd(Q, K, V, Out, dO, LSE, Delta, dQ, dK, dV,
                              seg_start, tile_bits, qk_scale, bz, h, S,
                              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                              HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, False, CAUSAL,
-                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
+                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA, QUERY_MAJOR)
         dk, dv = _dkdv_tiles(dk, dv, k, v, tk, oi, Q, dO, LSE, Delta, base, bh * S, tf, t1,
                              seg_start, tile_bits, qk_scale, bz, h, S,
                              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
                              HEAD_DIM, BLOCK_M, UNIT, SEG, NSEG, True, CAUSAL,
-                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
+                             KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA, QUERY_MAJOR)
         offs = base + tk.to(tl.int64)[:, None] * HEAD_DIM + d[None, :]
         tl.store(dK + offs, (dk * sm_scale).to(dK.dtype.element_ty))
         tl.store(dV + offs, dv.to(dV.dtype.element_ty))

@@ -43,6 +43,7 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     tma: bool = True  # bulk (TMA) loads where the GPU has them and inner tiles are one segment
+    query_major: bool = False  # dK/dV: scores as queries x keys (K, V stay B operands)
 
 
 def default_configs(block: int, head_dim: int, dtype: torch.dtype, row_keys: float = 0.0):
@@ -325,7 +326,7 @@ def _backward(plan: _Plan, q, k, v, out, lse, dout):
         sch = plan.schedule(which)
         (q_, k_, v_, do_), tma = plan.operands(which, sch, q, k, v, dout)
         plan.launch(_attn_bwd, which, sch, (q_, k_, v_, out, do_, lse, delta, dq, dk, dv), scales,
-                    TMA=tma, KEYS_OUTER=which == "dkdv")
+                    TMA=tma, KEYS_OUTER=which == "dkdv", QUERY_MAJOR=plan.configs[which].query_major)
     return dq, dk, dv
 
 

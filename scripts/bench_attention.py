@@ -163,22 +163,19 @@ def _cfgs(*ts, **flags):
 # Per pass and head dim: (outer, inner, warps, stages[, flags]); the first of each list is compared
 # with the current default. dK/dV's outer tile is keys, the forward's and dQ's queries.
 TUNE = {
-    ("fwd", 64): _cfgs((64, 64, 4, 3), (64, 64, 4, 4), (64, 128, 4, 3), (64, 128, 4, 4), (64, 128, 4, 2),
-                       (64, 64, 4, 2)) + _cfgs((64, 64, 4, 3), tma=False),
-    ("fwd", 128): _cfgs((128, 64, 4, 4), (128, 64, 4, 3), (128, 64, 4, 2)) + _cfgs((128, 64, 4, 3), tma=False),
-    ("dkdv", 64): _cfgs((64, 32, 4, 3), (64, 32, 4, 2), (64, 32, 4, 4), (64, 64, 4, 2), (128, 32, 4, 5),
-                        (32, 64, 4, 3)),
-    ("dkdv", 128): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 2), (32, 64, 4, 3), (128, 32, 4, 2),
-                         (64, 32, 4, 3)),
-    ("dq", 64): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 4), (32, 64, 4, 3)),
-    ("dq", 128): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 4), (32, 64, 4, 3),
-                       (128, 32, 4, 2)),
+    ("fwd", 64): _cfgs((64, 64, 4, 2), (64, 128, 4, 3)),
+    ("fwd", 128): _cfgs((128, 64, 4, 4)),
+    ("dkdv", 64): _cfgs((128, 32, 4, 5), (64, 32, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3),
+                        (64, 64, 4, 2), query_major=True),
+    ("dkdv", 128): _cfgs((64, 64, 4, 3), (128, 64, 8, 3), (64, 64, 8, 3), (128, 32, 4, 3), (64, 32, 4, 3),
+                         (128, 64, 4, 3), (64, 64, 4, 2), query_major=True),
+    ("dq", 64): _cfgs((64, 64, 4, 3)),
+    ("dq", 128): _cfgs((64, 64, 4, 3)),
 }
 # Representative cases: short rows (sliding), long rows (Fixed, dense), both head dims.
-TUNE_CASES = ("sliding-b128-S8192-B4-D64-bf16-fwd", "fixed-b128-S16384-B2-D64-bf16-fwd",
-              "sliding-b128-S8192-B4-D128-bf16-fwd", "sliding-b64-S8192-B4-D64-bf16-fwd",
-              "sliding-b128-S8192-B4-D128-bf16-fwdbwd", "fixed-b128-S16384-B2-D128-bf16-fwdbwd",
-              "sliding-b64-S8192-B4-D64-bf16-fwdbwd")
+TUNE_CASES = ("sliding-b128-S8192-B4-D64-bf16-fwdbwd", "sliding-b64-S8192-B4-D64-bf16-fwdbwd",
+              "fixed-b128-S16384-B2-D64-bf16-fwdbwd", "sliding-b128-S8192-B4-D128-bf16-fwdbwd",
+              "fixed-b128-S16384-B2-D128-bf16-fwdbwd", "dense-b128-S4096-B8-D128-bf16-fwdbwd")
 
 
 def _tune_tasks(selected):
@@ -281,6 +278,10 @@ def main():
             return
     else:
         rows = []
+        # A throwaway first case: the first one a process times ran up to 40% slow even after
+        # warm_gpu (run 13), the host side of the first calls included.
+        if selected:
+            run_case(selected[0], check=False)
         for c in selected:
             rows.append(run_case(c))
             r = rows[-1]

@@ -394,3 +394,27 @@ def test_rows_descriptor_matches_from_tensor():
     assert (list(got.shape), list(got.strides), list(got.block_shape)) == \
         (list(want.shape), list(want.strides), list(want.block_shape))
     assert _rows_descriptor(torch.zeros_like(x), 16).base is not x  # templates are not shared state
+
+
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=cpu_kernels),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+])
+@pytest.mark.parametrize("block,causal,mask,mode", [(16, True, "kpm", "mul"), (64, False, "am", "add"),
+                                                    (32, False, "rpe", "bh"), (64, True, None, None)])
+def test_both_dkdv_orientations(poison, monkeypatch, device, block, causal, mask, mode):
+    """dK/dV computes its scores as keys x queries or as queries x keys (QUERY_MAJOR): both agree
+    with the reference, with masks, causal tiles and empty rows."""
+    import dataclasses
+
+    from sparsecli.kernels import attention
+
+    default = attention.default_configs
+
+    def flipped(*args, **kw):
+        fwd, dkdv, dq = default(*args, **kw)
+        return fwd, dataclasses.replace(dkdv, query_major=not dkdv.query_major), dq
+
+    monkeypatch.setattr(attention, "default_configs", flipped)
+    check(2, 2, 256, 32, block, torch.float16, causal=causal, per_head=True, mask=mask, mode=mode,
+          device=device)
