@@ -56,10 +56,13 @@ def default_configs(block: int, head_dim: int, dtype: torch.dtype, row_keys: flo
     (the union of its rows' lists), so 128-token outer tiles only at block 128: there the dK/dV
     launch gains 5-9% from 128-key tiles over 32-query steps, 5 stages deep; at block 64 it takes
     64 keys over 32-query steps, 2 stages. D128 keeps 64x64 backward tiles (every other shape
-    tried, 10 of them, was 2-100% slower) and a 4-stage 128x64 forward.
+    tried, 10 of them, was 2-100% slower), with dK/dV's scores queries x keys so K and V stay in
+    shared memory (spills 12 -> 2 registers, 1-3% faster; 4-35% slower at D64: run 14), and a
+    4-stage 128x64 forward.
     """
     if head_dim >= 128:
-        return KernelConfig(128, 64, 4, 4), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)
+        dkdv = KernelConfig(64, 64, 4, 3, query_major=True)
+        return KernelConfig(128, 64, 4, 4), dkdv, KernelConfig(64, 64, 4, 3)
     small = KernelConfig(64, 64, 4, 3)
     if block < 64:
         return small, small, small

@@ -163,14 +163,13 @@ def _cfgs(*ts, **flags):
 # Per pass and head dim: (outer, inner, warps, stages[, flags]); the first of each list is compared
 # with the current default. dK/dV's outer tile is keys, the forward's and dQ's queries.
 TUNE = {
-    ("fwd", 64): _cfgs((64, 64, 4, 2), (64, 128, 4, 3)),
-    ("fwd", 128): _cfgs((128, 64, 4, 4)),
-    ("dkdv", 64): _cfgs((128, 32, 4, 5), (64, 32, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3),
-                        (64, 64, 4, 2), query_major=True),
-    ("dkdv", 128): _cfgs((64, 64, 4, 3), (128, 64, 8, 3), (64, 64, 8, 3), (128, 32, 4, 3), (64, 32, 4, 3),
-                         (128, 64, 4, 3), (64, 64, 4, 2), query_major=True),
-    ("dq", 64): _cfgs((64, 64, 4, 3)),
-    ("dq", 128): _cfgs((64, 64, 4, 3)),
+    ("fwd", 64): _cfgs((64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 3), (64, 128, 4, 4)),
+    ("fwd", 128): _cfgs((128, 64, 4, 4), (128, 64, 4, 3), (128, 128, 8, 2)),
+    ("dkdv", 64): _cfgs((128, 32, 4, 5), (64, 32, 4, 2), (64, 64, 4, 3), (128, 32, 4, 3))
+    + _cfgs((64, 64, 4, 2), query_major=True),
+    ("dkdv", 128): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), query_major=True) + _cfgs((64, 64, 4, 3)),
+    ("dq", 64): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 3)),
+    ("dq", 128): _cfgs((64, 64, 4, 3), (64, 32, 4, 3)),
 }
 # Representative cases: short rows (sliding), long rows (Fixed, dense), both head dims.
 TUNE_CASES = ("sliding-b128-S8192-B4-D64-bf16-fwdbwd", "sliding-b64-S8192-B4-D64-bf16-fwdbwd",
