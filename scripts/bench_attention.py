@@ -3,6 +3,8 @@
 Same-run ratios on one GPU. Every case checks our output against Flex (or SDPA for the dense
 layout) on the same inputs before timing. Timing: ``triton.testing.do_bench`` median; memory in
 a separate pass. FLOPs count non-zero blocks only: 4*B*H*nnz*b^2*D forward, backward 2.5x.
+Each case is also replayed from a CUDA graph (``do_bench_cudagraph``: GPU time without host
+overhead, L2 not flushed) for ours, Flex and FLASH alike.
 
     python scripts/bench_attention.py [--cases SUBSTR ...] [--tune] [--out FILE]
 """
@@ -153,6 +155,20 @@ def run_case(c: Case, check=True, warm_only=False):
             row[f"{name}_peak_mib"] = peak_mib(step(fn, q, k, v, dout, c.mode))
     row["ours_over_flex"] = row["ours_ms"] / row["flex_ms"]
     row["ours_over_flash"] = row["ours_ms"] / row["flash_ms"]
+    # The same calls replayed from a CUDA graph: GPU time alone. Short calls whose host work
+    # (Python, autograd, Triton's launcher) outlasts their GPU work are timed at host speed by
+    # do_bench, and that speed differs between machines (perf notes, runs 11-15).
+    for name, fn in (("ours", ours), ("flex", flex), ("flash", flash)):
+        try:
+            row[f"{name}_graph_ms"] = triton.testing.do_bench_cudagraph(
+                step(fn, q, k, v, dout, c.mode), rep=100, return_mode="median")
+        except Exception as e:  # a provider that cannot be captured says so in the JSON
+            row[f"{name}_graph_ms"] = None
+            row[f"{name}_graph_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    if row["ours_graph_ms"] and row["flex_graph_ms"]:
+        row["graph_ours_over_flex"] = row["ours_graph_ms"] / row["flex_graph_ms"]
+    if row["ours_graph_ms"] and row["flash_graph_ms"]:
+        row["graph_ours_over_flash"] = row["ours_graph_ms"] / row["flash_graph_ms"]
     return row
 
 
@@ -299,13 +315,20 @@ def _dump(path, rows):
 
 def print_table(rows):
     print(f"{'case':44s} {'ours ms':>8s} {'TF/s':>5s} {'flex ms':>8s} {'TF/s':>5s} {'flash ms':>8s} "
-          f"{'/flex':>5s} {'/flash':>6s} {'peakMiB o/f/fl':>16s} target")
+          f"{'/flex':>5s} {'/flash':>6s} {'graph ms o/f':>14s} {'g/flex':>6s} {'g/flash':>7s} "
+          f"{'peakMiB o/f/fl':>16s} target")
+
+    def opt(v, fmt):
+        return format(v, fmt) if v is not None else "n/a"
+
     for r in rows:
         mem = "" if "ours_peak_mib" not in r else \
             f"{r['ours_peak_mib']:.0f}/{r['flex_peak_mib']:.0f}/{r['flash_peak_mib']:.0f}"
+        graph = f"{opt(r.get('ours_graph_ms'), '.3f')}/{opt(r.get('flex_graph_ms'), '.3f')}"
         print(f"{r['case_id']:44s} {r['ours_ms']:8.3f} {r['ours_tflops']:5.0f} {r['flex_ms']:8.3f} "
               f"{r['flex_tflops']:5.0f} {r['flash_ms']:8.3f} {r['ours_over_flex']:5.2f} "
-              f"{r['ours_over_flash']:6.2f} {mem:>16s} {r['target']}")
+              f"{r['ours_over_flash']:6.2f} {graph:>14s} {opt(r.get('graph_ours_over_flex'), '6.2f'):>6s} "
+              f"{opt(r.get('graph_ours_over_flash'), '7.2f'):>7s} {mem:>16s} {r['target']}")
 
 
 if __name__ == "__main__":
