@@ -1,0 +1,66 @@
+"""Host-side launch plumbing of the fused attention: TMA choice, descriptors, stage fallback.
+
+The numerics of every path are checked against the reference in ``test_attention.py``; these
+tests pin the decisions the launcher makes around the kernels.
+"""
+import pytest
+import torch
+
+from sparsecli.kernels._checks import interpreting
+
+INTERPRET = interpreting()
+
+
+def test_launch_steps_down_stages_until_shared_memory_fits():
+    """rpe/mask tiles (or fp32 inputs) can overflow shared memory at the tuned pipeline depth:
+    the launch retries with one stage fewer, and remembers the depth that fit."""
+    from triton.runtime.errors import OutOfResources
+
+    from sparsecli.kernels import attention
+
+    class FakeKernel:
+        def __init__(self, fits):
+            self.fits, self.calls = fits, []
+
+        def __getitem__(self, grid):
+            def run(*args, num_stages, **meta):
+                self.calls.append(num_stages)
+                if num_stages > self.fits:
+                    raise OutOfResources(300_000, 232_448, "shared memory")
+            return run
+
+    q = torch.zeros(1, 1, 128, 32)
+    plan = attention._Plan(torch.ones(2, 2), 64, False, 1.0, None, 0, None, 0, None, 0, 0,
+                           (1, 1, 128, 32), torch.float16, q.device)
+    plan.configs["fwd"] = attention.KernelConfig(64, 64, 4, 4)
+    sch = plan.schedule("fwd")
+    kernel = FakeKernel(fits=2)
+    plan.launch(kernel, "fwd", sch, (q, q, q, q), (1.0,))
+    plan.launch(kernel, "fwd", sch, (q, q, q, q), (1.0,))
+    assert kernel.calls == [4, 3, 2, 2]
+    nothing_fits = FakeKernel(fits=0)
+    with pytest.raises(OutOfResources):
+        plan.launch(nothing_fits, "fwd", sch, (q, q, q, q), (1.0,))
+    assert nothing_fits.calls == [4, 3, 2, 1]
+
+
+def test_tma_needs_every_operand_aligned():
+    from sparsecli.kernels.attention import _has_tma
+
+    buf = torch.zeros(2 * 64 * 16 + 1, dtype=torch.float16)
+    aligned, shifted = buf[:2048].view(1, 2, 64, 16), buf[1:2049].view(1, 2, 64, 16)
+    assert _has_tma(aligned, aligned) == INTERPRET
+    assert not _has_tma(aligned, shifted)
+
+
+def test_rows_descriptor_matches_from_tensor():
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from sparsecli.kernels.attention import _rows_descriptor
+
+    x = torch.zeros(2, 3, 64, 32, dtype=torch.float16)
+    got, want = _rows_descriptor(x, 16), TensorDescriptor.from_tensor(x.view(-1, 32), [16, 32])
+    assert got.base is x
+    assert (list(got.shape), list(got.strides), list(got.block_shape)) == \
+        (list(want.shape), list(want.strides), list(want.block_shape))
+    assert _rows_descriptor(torch.zeros_like(x), 16).base is not x  # templates are not shared state
