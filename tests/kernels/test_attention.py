@@ -335,12 +335,10 @@ def test_any_finite_scale(sm_scale):
     assert rel(got, want) <= OUT_BOUND[torch.float16]
 
 
-
 @pytest.mark.gpu
 def test_gpu_fp32_d128_with_rpe_fits_by_fewer_stages(poison):
     # fp32 128-wide tiles plus an rpe tile per key tile overflow shared memory at the tuned depth.
     check(1, 2, 512, 128, 128, torch.float32, mask="rpe", mode="bh", device="cuda")
-
 
 
 @pytest.mark.parametrize("device", [
