@@ -254,7 +254,11 @@ SPLIT_PROGRAMS_PER_SM = 8
 def _num_sms(device) -> int:
     if device.type != "cuda":
         return 1
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return _sm_count(_device_index(device))
+
+
+def _device_index(device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 @functools.lru_cache(maxsize=None)
@@ -290,7 +294,7 @@ def _has_tma(*xs: torch.Tensor) -> bool:
     x = xs[0]
     if not x.is_cuda:
         return interpreting()
-    return _capability(x.device.index if x.device.index is not None else torch.cuda.current_device())[0] >= 9
+    return _capability(_device_index(x.device))[0] >= 9
 
 
 @functools.lru_cache(maxsize=None)
@@ -301,8 +305,9 @@ def _capability(index: int):
 def _rows_descriptor(x, rows: int):
     """Tensor descriptor over ``x`` (B, H, S, D) as (B*H*S, D) rows, loading ``rows`` at a time.
 
-    Validating a descriptor costs more host time than a short kernel launch saves, so one
-    validated template per geometry is copied and pointed at ``x`` (alignment: ``_has_tma``).
+    Building and validating a TensorDescriptor on every call was the largest share of our host
+    time per fwd+bwd (11 of them), so one validated template per geometry is copied and pointed
+    at ``x`` (its alignment is checked by ``_has_tma``).
     """
     template = _descriptor_template(x.numel() // x.shape[-1], x.shape[-1], x.dtype, rows)
     desc = object.__new__(type(template))
