@@ -64,3 +64,22 @@ def test_rows_descriptor_matches_from_tensor():
     assert (list(got.shape), list(got.strides), list(got.block_shape)) == \
         (list(want.shape), list(want.strides), list(want.block_shape))
     assert _rows_descriptor(torch.zeros_like(x), 16).base is not x  # templates are not shared state
+
+
+def test_tma_follows_the_device_capability(monkeypatch):
+    """The CUDA branch of the TMA choice, without a GPU: Hopper (9.x) and later take TMA."""
+    from sparsecli.kernels import attention
+
+    class FakeCuda:
+        is_cuda = True
+        device = torch.device("cuda", 1)
+
+        def data_ptr(self):
+            return 1024
+
+    seen = []
+    for cap, want in (((8, 0), False), ((9, 0), True), ((10, 0), True)):
+        monkeypatch.setattr(attention, "_capability", lambda index, cap=cap: seen.append(index) or cap)
+        assert attention._has_tma(FakeCuda(), FakeCuda()) is want
+    assert seen == [1, 1, 1]
+    assert attention._device_index(torch.device("cuda", 3)) == 3
