@@ -2,7 +2,9 @@
 
 It replaces ``layer.attention.self`` of Hugging Face BERT and RoBERTa. It takes what their
 ``BertAttention`` passes — transformers 5.x keywords or 4.x positional arguments — and returns
-``(context, None)``: 5.x unpacks two values, 4.x indexes ``[0]`` and forwards the rest. No
+``(context, None)``: 5.x unpacks two values, 4.x indexes ``[0]`` and forwards the rest. A
+key/value cache, under any of its names, is refused (a decoder runs with ``use_cache=False``), and
+no other argument is dropped silently: see ``BertSparseSelfAttention._check_call``. No
 transformers import is needed: anything with ``hidden_size``, ``num_attention_heads`` (and
 optionally ``max_position_embeddings``) works as ``config``, as in DeepSpeed.
 
@@ -12,6 +14,7 @@ keys inside the layer and cropped again, so any length runs.
 """
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import torch
@@ -22,17 +25,33 @@ from .attention import SparseSelfAttention
 from .kernels.masks import additive_mask
 from .layouts import FixedSparsityConfig
 
-# transformers 4.x passed these positionally after attention_mask.
+# How each transformers release hands self-attention its arguments (read from BertAttention.forward):
+# 4.40-4.53 positionally, in this order, after attention_mask; 4.57 by keyword (past_key_values,
+# output_attentions, cache_position); 5.0-5.23 by keyword (past_key_values, cache_position,
+# **TransformersKwargs); 5.24+ renames the cache to `cache`. Every name a cache has travelled under:
 _LEGACY_ARGS = ("head_mask", "encoder_hidden_states", "encoder_attention_mask", "past_key_value",
                 "output_attentions")
+_CACHE_ARGS = ("cache", "past_key_values", "past_key_value")
+# Arguments that would change the result if ignored: an error, never dropped.
 _UNSUPPORTED = {
     "head_mask": "head_mask",
     "encoder_hidden_states": "cross-attention (encoder_hidden_states)",
     "encoder_attention_mask": "cross-attention (encoder_attention_mask)",
-    "past_key_value": "a key/value cache (past_key_value)",
-    "past_key_values": "a key/value cache (past_key_values)",
+    "cu_seq_lens_q": "packed sequences (cu_seq_lens_q)",
+    "cu_seq_lens_k": "packed sequences (cu_seq_lens_k)",
+    "max_length_q": "packed sequences (max_length_q)",
+    "max_length_k": "packed sequences (max_length_k)",
+    "seq_idx": "packed sequences (seq_idx)",
 }
-
+# Arguments transformers passes that cannot change self-attention here: ignored with a one-time warning.
+_HARMLESS = {
+    "position_ids": "BERT adds positions in its embeddings, before self-attention",
+    "cache_position": "it only places new keys in a cache, and there is none",
+    "output_hidden_states": "the model collects hidden states itself",
+    "output_router_logits": "there is no router",
+    "num_items_in_batch": "only the loss uses it",
+}
+_warned: set[str] = set()
 
 def default_max_seq_length(config, block: int) -> int:
     """DeepSpeed's 2048, or the model's position count rounded up to the block when longer."""
@@ -160,11 +179,63 @@ class BertSparseSelfAttention(nn.Module):
 
     def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
         """Self-attention of ``(B, L, hidden)``; returns ``(context (B, L, H*D), None)``."""
-        given = dict(zip(_LEGACY_ARGS, args), **kwargs)
-        for name, what in _UNSUPPORTED.items():
-            if given.get(name) is not None:
-                raise ValueError(f"BertSparseSelfAttention does not support {what}: it is self-attention without a "
-                                 "cache (call a decoder with use_cache=False)")
+        cache = self._check_call(args, kwargs)
+        if cache is not None:
+            return self._forward_with_cache(hidden_states, attention_mask, cache)
+        return self._forward(hidden_states, attention_mask)
+
+    def _check_call(self, args: tuple, kwargs: dict):
+        """Validate the arguments beyond ``attention_mask``; return the key/value cache, if any.
+
+        Nothing that is not None is dropped silently: arguments that would change the result raise
+        a ValueError, known harmless ones warn once per name, unknown ones raise.
+        """
+        if len(args) > len(_LEGACY_ARGS):
+            raise ValueError(f"BertSparseSelfAttention takes at most {len(_LEGACY_ARGS)} positional arguments after "
+                             f"attention_mask ({', '.join(_LEGACY_ARGS)}), got {len(args)}")
+        given = dict(kwargs)
+        for name, value in zip(_LEGACY_ARGS, args):
+            if name in given:
+                raise ValueError(f"BertSparseSelfAttention got {name} both by position and by keyword")
+            given[name] = value
+        caches = [given.pop(name) for name in _CACHE_ARGS if name in given]
+        cache = next((c for c in caches if c is not None), None)
+        if cache is not None:  # where the new keys go in the cache: the cache path's to use
+            given.pop("cache_position", None)
+        for name, value in given.items():
+            if value is None:
+                continue
+            if name in _UNSUPPORTED:
+                raise ValueError(f"BertSparseSelfAttention does not support {_UNSUPPORTED[name]}; call it "
+                                 f"with {name}=None")
+            if name == "output_attentions":
+                if value:
+                    raise ValueError("BertSparseSelfAttention cannot return attention probabilities (the fused kernel "
+                                     "never forms them): call the model with output_attentions=False")
+            elif name == "is_causal":
+                if bool(value) != self.sparse_self_attention.causal:
+                    raise ValueError(f"is_causal={value} but this layer was built with "
+                                     f"causal={self.sparse_self_attention.causal}: build it with causal={bool(value)}")
+            elif name not in _HARMLESS:
+                raise ValueError(f"BertSparseSelfAttention does not know the argument {name!r} and will not ignore "
+                                 "a value that may change the result: pass it as None or leave it out")
+        for name in _HARMLESS:  # only once the call is known to be valid
+            if name not in _warned and given.get(name) is not None:
+                _warned.add(name)
+                warnings.warn(f"BertSparseSelfAttention ignores {name}: {_HARMLESS[name]}", stacklevel=2)
+        return cache
+
+    def _forward_with_cache(self, hidden_states, attention_mask, cache):
+        """Decoding step with a key/value cache (transformers' ``generate``).
+
+        Exact support needs the rectangular, bottom-right-causal kernel (new queries against every
+        cached key); until then this is an error rather than attention over the new tokens alone.
+        """
+        raise ValueError("BertSparseSelfAttention does not support decoding with a key/value cache yet (it needs a "
+                         "rectangular, bottom-right-causal sparse kernel): call a decoder with use_cache=False")
+
+    def _forward(self, hidden_states, attention_mask):
+        """Attention of every token to every other one the layout and mask allow (no cache)."""
         B, L, _ = hidden_states.shape
         kpm, rpe = hf_mask_to_sparse(attention_mask, B, L, self.sparse_self_attention.causal)
         q, k, v = (self.transpose_for_scores(lin(hidden_states)) for lin in (self.query, self.key, self.value))
