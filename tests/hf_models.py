@@ -57,4 +57,7 @@ def assert_runs_match(a, b, atol=2e-5):
     torch.testing.assert_close(out_a, out_b, atol=atol, rtol=1e-4)
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
-        torch.testing.assert_close(grads_a[name], grads_b[name], atol=atol, rtol=1e-3, msg=name)
+        # atol relative to the parameter's largest gradient: a sum over every token (the token-type
+        # embedding's, ~700) rounds differently with each release's summation order.
+        scale = max(1.0, grads_b[name].abs().max().item())
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=atol * scale, rtol=1e-3, msg=name)
