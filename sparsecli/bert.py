@@ -28,9 +28,10 @@ from .layouts import FixedSparsityConfig
 # How each transformers release hands self-attention its arguments (read from BertAttention.forward):
 # 4.40-4.53 positionally, in this order, after attention_mask; 4.57 by keyword (past_key_values,
 # output_attentions, cache_position); 5.0-5.23 by keyword (past_key_values, cache_position,
-# **TransformersKwargs); 5.24+ renames the cache to `cache`. Every name a cache has travelled under:
+# **TransformersKwargs); 5.24+ renames the cache to `cache`.
 _LEGACY_ARGS = ("head_mask", "encoder_hidden_states", "encoder_attention_mask", "past_key_value",
                 "output_attentions")
+# Every name a key/value cache has travelled under.
 _CACHE_ARGS = ("cache", "past_key_values", "past_key_value")
 # Arguments that would change the result if ignored: an error, never dropped.
 _UNSUPPORTED = {
@@ -52,6 +53,7 @@ _HARMLESS = {
     "num_items_in_batch": "only the loss uses it",
 }
 _warned: set[str] = set()
+
 
 def default_max_seq_length(config, block: int) -> int:
     """DeepSpeed's 2048, or the model's position count rounded up to the block when longer."""
