@@ -1,5 +1,6 @@
 """One call of the fused attention, forward and backward: the Triton kernels, or on plain CPU
-tensors (no Triton interpreter) the block-row-walking PyTorch reference.
+tensors (no Triton interpreter) the block-row-walking PyTorch reference and its row-by-row
+backward (O(S * block) memory either way).
 
 Shared by the eager autograd function (``kernels/attention.py``) and the ``torch.library`` ops
 (``kernels/_attn_op.py``), so compiled graphs and eager calls run the same code. The kernels'
@@ -28,17 +29,12 @@ def uses_kernels(q: torch.Tensor) -> bool:
     return q.is_cuda or interpreting()
 
 
-def reference_call(args: AttnArgs, q, k, v):
-    """(out, natural lse) from the block-row-walking reference, in fp32 for half inputs."""
-    from .reference import blocksparse_attention_reference
-
+def _reference_kwargs(args: AttnArgs, q):
     detach = (lambda t: None if t is None else t.detach())
-    return blocksparse_attention_reference(
-        q, k, v, args.layout, args.block, causal=args.causal, sm_scale=args.sm_scale,
-        key_padding_mask=detach(args.key_padding_mask), key_padding_mask_mode=args.key_padding_mask_mode,
-        attn_mask=detach(args.attn_mask), attn_mask_mode=args.attn_mask_mode, rpe=detach(args.rpe),
-        segment_ids=args.segment_ids, return_lse=True,
-        compute_dtype=torch.float32 if q.dtype != torch.float32 else None)
+    return dict(causal=args.causal, sm_scale=args.sm_scale, key_padding_mask=detach(args.key_padding_mask),
+                key_padding_mask_mode=args.key_padding_mask_mode, attn_mask=detach(args.attn_mask),
+                attn_mask_mode=args.attn_mask_mode, rpe=detach(args.rpe), segment_ids=args.segment_ids,
+                compute_dtype=torch.float32 if q.dtype != torch.float32 else None)
 
 
 def _kernel_inputs(*xs):
@@ -52,9 +48,12 @@ def _kernel_inputs(*xs):
 def run_forward(args: AttnArgs, q, k, v):
     """(out in q's dtype, lse in the kernels' log2 convention, plan or None for the reference)."""
     if not uses_kernels(q):
+        from .reference import blocksparse_attention_reference
+
         as_layout(args.layout)  # the same 0/1 validation as the kernel path
         with torch.no_grad():
-            out, lse = reference_call(args, q, k, v)
+            out, lse = blocksparse_attention_reference(q, k, v, args.layout, args.block, return_lse=True,
+                                                       **_reference_kwargs(args, q))
         return out.to(q.dtype), torch.where(lse == float("-inf"), float("inf"), lse * LOG2E), None
     qc, kc, vc = _kernel_inputs(q, k, v)
     plan = _Plan(args, qc.shape, kc.shape, qc.dtype, qc.device)
@@ -67,18 +66,13 @@ def run_backward(args: AttnArgs, plan, q, k, v, out, lse, dout, dlse):
     if dout is None:
         dout = torch.zeros_like(out)
     dlse_nat = None if dlse is None else dlse * LOG2E
-    if not uses_kernels(q):  # recompute the reference under autograd
-        with torch.enable_grad():
-            qd, kd, vd = (t.detach().requires_grad_() for t in (q, k, v))
-            o, l = reference_call(args, qd, kd, vd)
-            outs, grads = (o, l), (dout.to(o.dtype), None if dlse_nat is None else dlse_nat.to(l.dtype))
-            if grads[1] is None:
-                outs, grads = outs[:1], grads[:1]
-            dq, dk, dv = torch.autograd.grad(outs, (qd, kd, vd), grads, allow_unused=True)
-        return tuple(torch.zeros_like(t) if g is None else g.to(t.dtype).contiguous()
-                     for g, t in zip((dq, dk, dv), (q, k, v)))
-    qc, kc, vc, oc, doc = _kernel_inputs(q, k, v, out, dout)
-    if plan is None:
-        plan = _Plan(args, qc.shape, kc.shape, qc.dtype, qc.device)
-    dq, dk, dv = _backward(plan, qc, kc, vc, oc, lse, doc, dlse_nat)
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+    if not uses_kernels(q):
+        from .reference import reference_backward
+
+        grads = reference_backward(dout, dlse_nat, q, k, v, out, args.layout, args.block, **_reference_kwargs(args, q))
+    else:
+        qc, kc, vc, oc, doc = _kernel_inputs(q, k, v, out, dout)
+        if plan is None:
+            plan = _Plan(args, qc.shape, kc.shape, qc.dtype, qc.device)
+        grads = _backward(plan, qc, kc, vc, oc, lse, doc, dlse_nat)
+    return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))

@@ -119,58 +119,101 @@ def _prep_rpe(rpe, Sk):
     return rpe, (rpe.stride(0) if rpe.shape[0] > 1 else 0), (rpe.stride(1) if rpe.shape[1] > 1 else 0)
 
 
-class _Plan:
-    """Everything one call's kernels need besides q, k, v: schedules, masks, launch knobs."""
+class _Launch:
+    """One kernel launch of a static plan: its schedule and what Triton gets besides tensors."""
 
-    def __init__(self, args: AttnArgs, q_shape, kv_shape, dtype, device):
-        B, H, Sq, D = q_shape
-        self.B, self.H, self.Sq, self.D = B, H, Sq, D
+    __slots__ = ("cfg", "sch", "grid", "even", "lists", "base", "variants")
+
+    def __init__(self, cfg, sch, grid, even, lists, base):
+        self.cfg, self.sch, self.grid, self.even, self.lists, self.base = cfg, sch, grid, even, lists, base
+        self.variants = {}  # the launch's own constexprs -> (meta, [pipeline stages that fit])
+
+
+class _Static:
+    """What a call's launches need that depends only on the layout, shapes, dtype, device and
+    mask kinds, never on tensor values: built once and cached with the layout, so a call only
+    binds its tensors (host time per fwd+bwd went down with it, scripts/host_overhead.py)."""
+
+    def __init__(self, layout, block, causal, q_shape, kv_shape, dtype, device, kpm_kind, am_kind, has_rpe,
+                 has_ids):
+        self.B, self.H, self.Sq, self.D = q_shape
         self.Hkv, self.Sk = kv_shape[1], kv_shape[2]
-        self.group = H // self.Hkv
-        self.head_dim = tile_head_dim(D)
-        self.layout, self.block, self.causal = args.layout, args.block, args.causal
-        self.sm_scale = args.sm_scale
-        fwd, dkdv, dq = CONFIG_OVERRIDE or default_configs(self.block, self.head_dim, dtype,
-                                                           mean_row_keys(self.layout, self.block))
+        self.group = self.H // self.Hkv
+        self.head_dim = tile_head_dim(self.D)
+        self.layout, self.block, self.causal, self.device, self.has_ids = layout, block, causal, device, has_ids
+        fwd, dkdv, dq = CONFIG_OVERRIDE or default_configs(block, self.head_dim, dtype, mean_row_keys(layout, block))
         self.configs = {"fwd": fwd, "dkdv": dkdv, "dq": dq}
-        self.kpm, self.kpm_kind = _prep_mask(args.key_padding_mask, args.key_padding_mask_mode)
-        self.am, self.am_kind = _prep_mask(args.attn_mask, args.attn_mask_mode)
-        self.rpe, self.rpe_sb, self.rpe_sh = _prep_rpe(args.rpe, self.Sk)
-        self.kpm_sb = self.kpm.stride(0) if self.kpm is not None else 0
-        ids = args.segment_ids
-        self.ids = None if ids is None else (ids if ids.is_contiguous() else ids.contiguous())
-        self.dot_prec = dot_precision(dtype)
-        self.device = device
-        self._lists = {}  # id(schedule) -> (schedule, its per-batch lists for segment_ids)
+        self.meta = dict(HEAD_DIM=self.head_dim, D=self.D, CAUSAL=causal, KPM_MODE=kpm_kind, AM_MODE=am_kind,
+                         HAS_RPE=has_rpe, SEGMENTS=has_ids, DOT_PREC=dot_precision(dtype))
+        self.stage_key = (dtype, *self.meta.values())
+        self.launches = {}
 
-    def schedule(self, which):
-        cfg = self.configs[which]
+    def launch(self, which: str, cfg: KernelConfig) -> _Launch:
+        hit = self.launches.get(which)
+        if hit is not None and hit.cfg is cfg:
+            return hit
+        sch = self._schedule(which, cfg)
         keys_outer = which == "dkdv"
         n_out, n_in = (self.Sk, self.Sq) if keys_outer else (self.Sq, self.Sk)
-        outer, inner = tile_size(n_out, cfg.outer), tile_size(n_in, cfg.inner)
-        args = (self.layout, self.block, outer, inner)
+        # Forward and dQ name their tiles (BLOCK_M=outer, BLOCK_N=inner); dK/dV the other way.
+        bm, bn = (sch.inner, sch.outer) if keys_outer else (sch.outer, sch.inner)
+        even = n_out % sch.outer == 0 and n_in % sch.seg == 0  # no tile reaches past its sequence
+        base = dict(self.meta, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg, NSEG=sch.nseg, EVEN=even)
+        lists = None if self.has_ids else (sch.programs, sch.seg_start, sch.tile_bits, sch.programs)
+        hit = self.launches[which] = _Launch(cfg, sch, (self.B * sch.num_programs,), even, lists, base)
+        return hit
+
+    def _schedule(self, which, cfg):
+        keys_outer = which == "dkdv"
+        n_out, n_in = (self.Sk, self.Sq) if keys_outer else (self.Sq, self.Sk)
+        args = (self.layout, self.block, tile_size(n_out, cfg.outer), tile_size(n_in, cfg.inner))
         kw = dict(causal=self.causal, transpose=keys_outer, num_heads=self.Hkv if keys_outer else self.H,
                   device=self.device, seq_lens=(self.Sq, self.Sk), group=self.group if keys_outer else 1)
         sch = tile_schedule(*args, **kw)
         # Split rows that would outlast the launch (global rows); packed sequences compact each
         # row's list per batch element instead, which needs whole rows.
-        if which == "fwd" and self.ids is None:
+        if which == "fwd" and not self.has_ids:
             slots = _num_sms(self.device) * SPLIT_PROGRAMS_PER_SM
             cap = max(MIN_SPLIT_TILES, -(-self.B * sch.total_tiles // slots))
             if sch.max_tiles > cap:
                 sch = tile_schedule(*args, split=cap, **kw)
         return sch
 
-    def even(self, which, sch) -> bool:
-        """No tile of this launch reaches past the end of its sequence: loads need no bounds."""
-        n_out, n_in = (self.Sk, self.Sq) if which == "dkdv" else (self.Sq, self.Sk)
-        return n_out % sch.outer == 0 and n_in % sch.seg == 0
+
+class _Plan:
+    """Everything one call's kernels need besides q, k, v: the static plan (schedules, launch
+    knobs) and this call's masks and per-batch lists."""
+
+    def __init__(self, args: AttnArgs, q_shape, kv_shape, dtype, device):
+        self.kpm, kpm_kind = _prep_mask(args.key_padding_mask, args.key_padding_mask_mode)
+        self.am, am_kind = _prep_mask(args.attn_mask, args.attn_mask_mode)
+        self.rpe, self.rpe_sb, self.rpe_sh = _prep_rpe(args.rpe, kv_shape[2])
+        self.kpm_sb = self.kpm.stride(0) if self.kpm is not None else 0
+        ids = args.segment_ids
+        self.ids = None if ids is None else (ids if ids.is_contiguous() else ids.contiguous())
+        flags = (args.block, args.causal, tuple(q_shape), tuple(kv_shape), dtype, device, kpm_kind, am_kind,
+                 self.rpe is not None, ids is not None)
+
+        def build():
+            return _Static(args.layout, *flags)
+
+        st = self.static = build() if CONFIG_OVERRIDE else cached_per_layout(args.layout, ("plan", *flags), build)
+        self.B, self.H, self.Sq, self.Sk, self.D, self.head_dim, self.group = \
+            st.B, st.H, st.Sq, st.Sk, st.D, st.head_dim, st.group
+        self.sm_scale, self.device = args.sm_scale, device
+        self.configs = dict(st.configs)  # a caller (the tuner) may swap a pass's config
+        self._lists = {}  # id(schedule) -> (schedule, its per-batch lists for segment_ids)
+
+    def schedule(self, which):
+        return self.static.launch(which, self.configs[which]).sch
+
+    def even(self, which) -> bool:
+        """No tile of this pass reaches past the end of its sequence (loads need no bounds)."""
+        return self.static.launch(which, self.configs[which]).even
 
     def lists(self, sch):
-        """(programs, seg_start, tile_bits, counts) the kernel walks: the schedule's, or with
-        segment_ids this call's per-batch compaction of it (``kernels/_segments.py``)."""
-        if self.ids is None:
-            return sch.programs, sch.seg_start, sch.tile_bits, sch.programs
+        """(programs, seg_start, tile_bits, counts) with segment_ids: this call's per-batch
+        compaction of the schedule's lists (``kernels/_segments.py``)."""
         hit = self._lists.get(id(sch))
         if hit is None or hit[0] is not sch:
             from ._segments import segment_lists
@@ -194,37 +237,44 @@ class _Plan:
         return tuple(_rows_descriptor(x, r, self.head_dim) for x, r in zip(ops, rows)), True
 
     def launch(self, kernel, which, sch, tensors, scales, **constexprs):
-        cfg = self.configs[which]
+        """Launch ``kernel`` over ``sch``'s programs with ``tensors`` first, then the lists,
+        masks, shapes and ``scales``; ``constexprs`` are the kernel's own (TMA, ...)."""
+        st = self.static
+        lc = st.launch(which, self.configs[which])
+        if lc.sch is not sch:  # a schedule from elsewhere (tests): a launch of its own
+            lc = _Launch(lc.cfg, sch, (st.B * sch.num_programs,), lc.even, None if st.has_ids else
+                         (sch.programs, sch.seg_start, sch.tile_bits, sch.programs), lc.base)
         dummy = tensors[3]  # the output (fwd) or O (bwd): always a tensor, unlike q/k/v under TMA
-        # Forward and dQ name their tiles (BLOCK_M=outer, BLOCK_N=inner); dK/dV the other way.
-        bm, bn = (sch.inner, sch.outer) if which == "dkdv" else (sch.outer, sch.inner)
-        programs, seg_start, tile_bits, counts = self.lists(sch)
-        args = (*tensors, programs, seg_start, tile_bits, counts, max(sch.num_tiles, 1), sch.num_rows,
-                self.kpm if self.kpm is not None else dummy, self.kpm_sb,
-                self.am if self.am is not None else dummy,
-                self.rpe if self.rpe is not None else dummy, self.rpe_sb, self.rpe_sh,
-                self.ids if self.ids is not None else dummy, self.Sk if self.ids is not None else 0,
-                self.B, self.H, self.group, self.Sq, self.Sk, sch.num_outer, *scales)
-        meta = dict(HEAD_DIM=self.head_dim, D=self.D, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg,
-                    NSEG=sch.nseg, CAUSAL=self.causal, KPM_MODE=self.kpm_kind, AM_MODE=self.am_kind,
-                    HAS_RPE=self.rpe is not None, SEGMENTS=self.ids is not None, EVEN=self.even(which, sch),
-                    DOT_PREC=self.dot_prec, **constexprs)
+        ids = self.ids
+        args = (*tensors, *(lc.lists or self.lists(sch)), max(sch.num_tiles, 1), sch.num_rows,
+                dummy if self.kpm is None else self.kpm, self.kpm_sb,
+                dummy if self.am is None else self.am,
+                dummy if self.rpe is None else self.rpe, self.rpe_sb, self.rpe_sh,
+                dummy if ids is None else ids, 0 if ids is None else ids.stride(0),
+                st.B, st.H, st.group, st.Sq, st.Sk, sch.num_outer, *scales)
+        variant = lc.variants.get(tuple(constexprs.items()))
+        if variant is None:
+            meta = dict(lc.base, **constexprs)
+            key = (id(kernel), lc.cfg, *st.stage_key, *meta.values())  # meta's keys come in a fixed order
+            variant = lc.variants[tuple(constexprs.items())] = (meta, key, [_STAGES_THAT_FIT.get(key, lc.cfg.num_stages)])
+        meta, key, stages = variant
         # Masks, rpe and fp32 inputs stage more per tile than the tuned depth may leave room for:
         # the deepest pipeline that fits is found once per kernel variant and remembered.
-        from triton.runtime.errors import OutOfResources
-
-        key = (id(kernel), cfg, *meta.values(), dummy.dtype)  # meta's keys come in a fixed order
-        stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
         while True:
             try:
-                kernel[(self.B * sch.num_programs,)](*args, num_warps=cfg.num_warps,
-                                                     num_stages=stages, **meta)
+                kernel[lc.grid](*args, num_warps=lc.cfg.num_warps, num_stages=stages[0], **meta)
                 break
-            except OutOfResources:
-                if stages <= 1:
+            except _out_of_resources():
+                if stages[0] <= 1:
                     raise
-                stages -= 1
-                _STAGES_THAT_FIT[key] = stages
+                stages[0] -= 1
+                _STAGES_THAT_FIT[key] = stages[0]
+
+
+def _out_of_resources():
+    from triton.runtime.errors import OutOfResources
+
+    return OutOfResources
 
 
 _STAGES_THAT_FIT: dict = {}
@@ -253,7 +303,7 @@ def _sm_count(index: int) -> int:
 
 def _forward(plan: _Plan, q, k, v):
     """(out, lse) of contiguous q, k, v; lse in log2 units, +inf for a query attending nothing."""
-    from ._attn_fwd import _attn_fwd, _attn_fwd_combine  # at first launch: see tests/kernels/conftest.py
+    from ._attn_fwd import _attn_fwd, _attn_fwd_combine  # at first launch: see tests/interpreter.py
 
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
@@ -269,7 +319,7 @@ def _forward(plan: _Plan, q, k, v):
     if sch.num_split_rows:
         _attn_fwd_combine[(plan.B * sch.num_split_rows,)](
             part_acc, part_ml, out, lse, sch.combine, slots, plan.B, plan.H, plan.Sq, sch.num_outer,
-            HEAD_DIM=plan.head_dim, D=plan.D, BLOCK_M=sch.outer, EVEN=plan.even("fwd", sch))
+            HEAD_DIM=plan.head_dim, D=plan.D, BLOCK_M=sch.outer, EVEN=plan.even("fwd"))
     return out, lse
 
 

@@ -3,7 +3,8 @@
 ``blocksparse_attention`` computes softmax(q k^T * scale + rpe + masks) v on a block layout's
 non-zero blocks only, with an online softmax (no S x S and no nnz x block^2 buffer). CUDA tensors
 run the Triton kernels; CPU tensors run the same kernels under ``TRITON_INTERPRET=1`` (that is how
-CI tests them) and the block-row-walking PyTorch reference otherwise.
+CI tests them) and the block-row-walking PyTorch reference (with a row-by-row backward)
+otherwise.
 
 Semantics (``kernels/reference.py`` is the executable definition):
 
@@ -34,8 +35,7 @@ import torch
 
 from . import _attn_op
 from ._attn_checks import check_args
-from ._attn_call import natural_lse, reference_call, run_backward, run_forward, uses_kernels
-from .lut import as_layout
+from ._attn_call import natural_lse, run_backward, run_forward
 
 
 class _BlockSparseAttention(torch.autograd.Function):
@@ -74,10 +74,6 @@ def blocksparse_attention(q, k, v, layout, block, *, causal=False, sm_scale=None
                       attn_mask, attn_mask_mode, rpe, segment_ids)
     if torch.compiler.is_compiling():
         out, lse = _attn_op.call(q, k, v, args)
-    elif not uses_kernels(q):  # plain CPU tensors: the reference, differentiable through autograd
-        as_layout(layout)  # the same 0/1 validation as the kernel path
-        out, lse = reference_call(args, q, k, v)
-        return (out.to(q.dtype), lse) if return_lse else out.to(q.dtype)
     elif not return_lse:
         return _BlockSparseAttention.apply(q, k, v, args, False)
     else:

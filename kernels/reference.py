@@ -98,6 +98,39 @@ def blocksparse_attention_dense(q, k, v, layout, block, *, causal=False, sm_scal
     return (out, lse) if return_lse else out
 
 
+def _row_blocks(q, k, layout, block, scale, causal, rpe, kpm, am, segment_ids, dt):
+    """Per (layout head, block row): (query heads, their key/value heads, query tokens, key tokens,
+    scaled biased scores (B, h, rows, keys), allowed pairs). Only the row's blocks' keys."""
+    B, Hq, Sq, _ = q.shape
+    Sk = k.shape[2]
+    group = Hq // k.shape[1]
+    lay = as_layout(layout)
+    all_heads = torch.arange(Hq, device=q.device)
+    for lh in range(lay.shape[0]):  # a shared layout serves every query head at once
+        heads = all_heads if lay.shape[0] == 1 else all_heads[lh:lh + 1]
+        kv_heads = heads // group
+        for r in range(lay.shape[1]):
+            rows = torch.arange(r * block, min((r + 1) * block, Sq), device=q.device)
+            cols = [torch.arange(c * block, min((c + 1) * block, Sk)) for c in lay[lh, r].nonzero().flatten().tolist()]
+            cols = (torch.cat(cols) if cols else torch.zeros(0, dtype=torch.long)).to(q.device)
+            qs = q[:, heads][:, :, rows].to(dt)
+            ks = k.index_select(1, kv_heads).index_select(2, cols).to(dt)
+            scores = torch.matmul(qs, ks.transpose(-1, -2)) * scale
+            if rpe is not None:
+                rh = heads if rpe.shape[1] > 1 else heads[:1] * 0
+                scores = scores + rpe.index_select(1, rh)[:, :, rows][:, :, :, cols].to(dt)
+            if kpm is not None:
+                scores = scores + kpm[:, cols][:, None, None, :]
+            if am is not None:
+                scores = scores + am[rows][:, cols]
+            allowed = torch.ones(1, 1, len(rows), len(cols), dtype=torch.bool, device=q.device)
+            if causal:
+                allowed = allowed & _causal(rows, cols, Sq, Sk)
+            if segment_ids is not None:
+                allowed = allowed & (segment_ids[:, rows][:, None, :, None] == segment_ids[:, cols][:, None, None, :])
+            yield heads, kv_heads, rows, cols, scores, allowed
+
+
 def blocksparse_attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -120,48 +153,57 @@ def blocksparse_attention_reference(
 
     ``compute_dtype`` (default: the inputs' dtype) is what the math runs in; tests pass float64.
     Returns ``out`` in ``compute_dtype``, or ``(out, lse)`` (lse ``(B, Hq, Sq)``) with
-    ``return_lse``. Differentiable in q, k and v (autograd keeps each row's scores).
+    ``return_lse``. Differentiable in q, k and v through autograd (which keeps every row's
+    scores; ``reference_backward`` computes the same gradients row by row in O(S * block)).
     """
-    dt, scale, qc, kc, vc, group = _prepare(q, k, v, sm_scale, compute_dtype)
-    B, Hq, Sq, _ = q.shape
-    Sk = k.shape[2]
-    lay = as_layout(layout)
+    dt, scale, _, _, vc, _ = _prepare(q, k, v, sm_scale, compute_dtype)
     kpm, am = _bias(key_padding_mask, key_padding_mask_mode, attn_mask, attn_mask_mode, dt)
-    all_heads = torch.arange(Hq, device=q.device)
-    outs, lses = [], []
-    # One layout head at a time (a shared layout serves every query head at once).
-    for lh in range(lay.shape[0]):
-        heads = all_heads if lay.shape[0] == 1 else all_heads[lh:lh + 1]
-        kv_heads = heads // group
-        row_outs, row_lses = [], []
-        for r in range(lay.shape[1]):
-            rows = torch.arange(r * block, min((r + 1) * block, Sq), device=q.device)
-            cols = torch.cat([torch.arange(c * block, min((c + 1) * block, Sk)) for c in
-                              lay[lh, r].nonzero().flatten().tolist()] or [torch.zeros(0, dtype=torch.long)])
-            cols = cols.to(q.device)
-            qs = qc[:, heads][:, :, rows]
-            ks = kc.index_select(1, kv_heads).index_select(2, cols)
-            vs = vc.index_select(1, kv_heads).index_select(2, cols)
-            scores = torch.matmul(qs, ks.transpose(-1, -2)) * scale
-            if rpe is not None:
-                rh = heads if rpe.shape[1] > 1 else heads[:1] * 0
-                scores = scores + rpe.index_select(1, rh)[:, :, rows][:, :, :, cols].to(dt)
-            if kpm is not None:
-                scores = scores + kpm[:, cols][:, None, None, :]
-            if am is not None:
-                scores = scores + am[rows][:, cols]
-            allowed = torch.ones(1, 1, len(rows), len(cols), dtype=torch.bool, device=q.device)
-            if causal:
-                allowed = allowed & _causal(rows, cols, Sq, Sk)
-            if segment_ids is not None:
-                allowed = allowed & (segment_ids[:, rows][:, None, :, None] == segment_ids[:, cols][:, None, None, :])
-            o, lse = _softmax_rows(scores, allowed, vs, return_lse)
-            row_outs.append(o)
-            row_lses.append(lse)
-        outs.append(torch.cat(row_outs, 2))
-        if return_lse:
-            lses.append(torch.cat(row_lses, 2))
+    outs, lses, row_outs, row_lses, last = [], [], [], [], None
+    for heads, kv_heads, rows, cols, scores, allowed in _row_blocks(q, k, layout, block, scale, causal, rpe,
+                                                                    kpm, am, segment_ids, dt):
+        if last is not None and int(heads[0]) != last:  # next layout head: close this one's rows
+            outs.append(torch.cat(row_outs, 2))
+            lses.append(torch.cat(row_lses, 2) if return_lse else None)
+            row_outs, row_lses = [], []
+        last = int(heads[0])
+        o, lse = _softmax_rows(scores, allowed, vc.index_select(1, kv_heads).index_select(2, cols), return_lse)
+        row_outs.append(o)
+        row_lses.append(lse)
+    outs.append(torch.cat(row_outs, 2))
+    lses.append(torch.cat(row_lses, 2) if return_lse else None)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
     if not return_lse:
         return out
     return out, (lses[0] if len(lses) == 1 else torch.cat(lses, 1))
+
+
+def reference_backward(dout, dlse, q, k, v, out, layout, block, *, causal=False, sm_scale=None,
+                       key_padding_mask=None, key_padding_mask_mode="add", attn_mask=None,
+                       attn_mask_mode="mul", rpe=None, segment_ids=None, compute_dtype=None):
+    """(dq, dk, dv) of ``blocksparse_attention_reference`` given the output's gradient ``dout``
+    (and lse's, ``dlse``, or None), recomputing each block row's probabilities: O(S * block)
+    memory, no autograd (it runs inside ``torch.library`` ops). dk, dv sum over query groups."""
+    dt, scale, _, _, vc, group = _prepare(q, k, v, sm_scale, compute_dtype)
+    kpm, am = _bias(key_padding_mask, key_padding_mask_mode, attn_mask, attn_mask_mode, dt)
+    B, Hkv, Sk, D = k.shape
+    do = dout.to(dt)
+    delta = (do * out.to(dt)).sum(-1)
+    if dlse is not None:  # d lse / d s = p: the lse gradient enters as -dlse in delta
+        delta = delta - dlse.to(dt)
+    dq = torch.zeros(q.shape, dtype=dt, device=q.device)
+    dk = torch.zeros(B, Hkv * Sk, D, dtype=dt, device=q.device)
+    dv = torch.zeros(B, Hkv * Sk, D, dtype=dt, device=q.device)
+    for heads, kv_heads, rows, cols, scores, allowed in _row_blocks(q, k, layout, block, scale, causal, rpe,
+                                                                    kpm, am, segment_ids, dt):
+        allowed = allowed & (scores != float("-inf"))
+        lse = torch.logsumexp(torch.where(allowed, scores, float("-inf")), -1, keepdim=True)
+        p = torch.where(allowed, torch.exp(scores - lse), 0.0)
+        do_r = do[:, heads][:, :, rows]
+        ks = k.index_select(1, kv_heads).index_select(2, cols).to(dt)
+        vs = vc.index_select(1, kv_heads).index_select(2, cols)
+        ds = p * (torch.matmul(do_r, vs.transpose(-1, -2)) - delta[:, heads][:, :, rows, None])
+        dq[:, heads[0]:heads[-1] + 1, rows[0]:rows[-1] + 1] = torch.matmul(ds, ks) * scale
+        flat = (kv_heads[:, None] * Sk + cols[None, :]).flatten()  # group heads land on one K/V head
+        dk.index_add_(1, flat, (torch.matmul(ds.transpose(-1, -2), q[:, heads][:, :, rows].to(dt)) * scale).flatten(1, 2))
+        dv.index_add_(1, flat, torch.matmul(p.transpose(-1, -2), do_r).flatten(1, 2))
+    return dq, dk.view(k.shape), dv.view(v.shape)
