@@ -74,7 +74,8 @@ def _segment_filter(seg_start, tile_bits, row_ptr, row_full, IDS, ids_sb, S, NUM
             ok_t = tt < end
             lo, hi, starts = _inner_ranges(seg_start, ids, tt, ok_t, S, SEG, NSEG)
             bits = tl.load(tile_bits + tt, mask=ok_t, other=0)
-            single = (tt < t_full) & (o_lo == o_hi) & (tl.min(lo, 1) == o_lo) & (tl.max(hi, 1) == o_lo)
+            # One segment throughout: the key ids' range equals both ends of the outer tile's.
+            single = (tt < t_full) & (tl.min(lo, 1) == o_lo) & (tl.max(hi, 1) == o_lo) & (tl.max(hi, 1) == o_hi)
             if pass_ == 0:
                 keep = ok_t & single
                 new_bits = bits
