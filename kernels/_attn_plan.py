@@ -252,11 +252,12 @@ class _Plan:
                 dummy if self.rpe is None else self.rpe, self.rpe_sb, self.rpe_sh,
                 dummy if ids is None else ids, 0 if ids is None else ids.stride(0),
                 st.B, st.H, st.group, st.Sq, st.Sk, sch.num_outer, *scales)
-        variant = lc.variants.get(tuple(constexprs.items()))
+        vkey = (kernel, *constexprs.items())
+        variant = lc.variants.get(vkey)
         if variant is None:
             meta = dict(lc.base, **constexprs)
             key = (id(kernel), lc.cfg, *st.stage_key, *meta.values())  # meta's keys come in a fixed order
-            variant = lc.variants[tuple(constexprs.items())] = (meta, key, [_STAGES_THAT_FIT.get(key, lc.cfg.num_stages)])
+            variant = lc.variants[vkey] = (meta, key, [_STAGES_THAT_FIT.get(key, lc.cfg.num_stages)])
         meta, key, stages = variant
         # Masks, rpe and fp32 inputs stage more per tile than the tuned depth may leave room for:
         # the deepest pipeline that fits is found once per kernel variant and remembered.

@@ -99,36 +99,34 @@ def blocksparse_attention_dense(q, k, v, layout, block, *, causal=False, sm_scal
 
 
 def _row_blocks(q, k, layout, block, scale, causal, rpe, kpm, am, segment_ids, dt):
-    """Per (layout head, block row): (query heads, their key/value heads, query tokens, key tokens,
-    scaled biased scores (B, h, rows, keys), allowed pairs). Only the row's blocks' keys."""
-    B, Hq, Sq, _ = q.shape
-    Sk = k.shape[2]
+    """Per (layout head, block row): (query heads slice, their key/value heads, query tokens slice,
+    key tokens, scaled biased scores (B, h, rows, keys), allowed pairs). Only the row's keys are
+    touched: slices and index_select on the row's tokens, never a copy of a whole tensor."""
+    Hq, Sq, Sk = q.shape[1], q.shape[2], k.shape[2]
     group = Hq // k.shape[1]
     lay = as_layout(layout)
-    all_heads = torch.arange(Hq, device=q.device)
     for lh in range(lay.shape[0]):  # a shared layout serves every query head at once
-        heads = all_heads if lay.shape[0] == 1 else all_heads[lh:lh + 1]
-        kv_heads = heads // group
+        hs = slice(0, Hq) if lay.shape[0] == 1 else slice(lh, lh + 1)
+        kv_heads = torch.arange(hs.start, hs.stop, device=q.device) // group
         for r in range(lay.shape[1]):
-            rows = torch.arange(r * block, min((r + 1) * block, Sq), device=q.device)
+            rs = slice(r * block, min((r + 1) * block, Sq))
+            rows = torch.arange(rs.start, rs.stop, device=q.device)
             cols = [torch.arange(c * block, min((c + 1) * block, Sk)) for c in lay[lh, r].nonzero().flatten().tolist()]
             cols = (torch.cat(cols) if cols else torch.zeros(0, dtype=torch.long)).to(q.device)
-            qs = q[:, heads][:, :, rows].to(dt)
-            ks = k.index_select(1, kv_heads).index_select(2, cols).to(dt)
-            scores = torch.matmul(qs, ks.transpose(-1, -2)) * scale
+            ks = k.index_select(2, cols).index_select(1, kv_heads).to(dt)
+            scores = torch.matmul(q[:, hs, rs].to(dt), ks.transpose(-1, -2)) * scale
             if rpe is not None:
-                rh = heads if rpe.shape[1] > 1 else heads[:1] * 0
-                scores = scores + rpe.index_select(1, rh)[:, :, rows][:, :, :, cols].to(dt)
+                scores = scores + rpe[:, hs if rpe.shape[1] > 1 else slice(0, 1), rs].index_select(3, cols).to(dt)
             if kpm is not None:
                 scores = scores + kpm[:, cols][:, None, None, :]
             if am is not None:
-                scores = scores + am[rows][:, cols]
+                scores = scores + am[rs][:, cols]
             allowed = torch.ones(1, 1, len(rows), len(cols), dtype=torch.bool, device=q.device)
             if causal:
                 allowed = allowed & _causal(rows, cols, Sq, Sk)
             if segment_ids is not None:
-                allowed = allowed & (segment_ids[:, rows][:, None, :, None] == segment_ids[:, cols][:, None, None, :])
-            yield heads, kv_heads, rows, cols, scores, allowed
+                allowed = allowed & (segment_ids[:, rs][:, None, :, None] == segment_ids[:, cols][:, None, None, :])
+            yield hs, kv_heads, rs, cols, scores, allowed
 
 
 def blocksparse_attention_reference(
@@ -159,14 +157,14 @@ def blocksparse_attention_reference(
     dt, scale, _, _, vc, _ = _prepare(q, k, v, sm_scale, compute_dtype)
     kpm, am = _bias(key_padding_mask, key_padding_mask_mode, attn_mask, attn_mask_mode, dt)
     outs, lses, row_outs, row_lses, last = [], [], [], [], None
-    for heads, kv_heads, rows, cols, scores, allowed in _row_blocks(q, k, layout, block, scale, causal, rpe,
-                                                                    kpm, am, segment_ids, dt):
-        if last is not None and int(heads[0]) != last:  # next layout head: close this one's rows
+    for hs, kv_heads, _, cols, scores, allowed in _row_blocks(q, k, layout, block, scale, causal, rpe,
+                                                              kpm, am, segment_ids, dt):
+        if last is not None and hs.start != last:  # next layout head: close this one's rows
             outs.append(torch.cat(row_outs, 2))
             lses.append(torch.cat(row_lses, 2) if return_lse else None)
             row_outs, row_lses = [], []
-        last = int(heads[0])
-        o, lse = _softmax_rows(scores, allowed, vc.index_select(1, kv_heads).index_select(2, cols), return_lse)
+        last = hs.start
+        o, lse = _softmax_rows(scores, allowed, vc.index_select(2, cols).index_select(1, kv_heads), return_lse)
         row_outs.append(o)
         row_lses.append(lse)
     outs.append(torch.cat(row_outs, 2))
@@ -193,17 +191,17 @@ def reference_backward(dout, dlse, q, k, v, out, layout, block, *, causal=False,
     dq = torch.zeros(q.shape, dtype=dt, device=q.device)
     dk = torch.zeros(B, Hkv * Sk, D, dtype=dt, device=q.device)
     dv = torch.zeros(B, Hkv * Sk, D, dtype=dt, device=q.device)
-    for heads, kv_heads, rows, cols, scores, allowed in _row_blocks(q, k, layout, block, scale, causal, rpe,
-                                                                    kpm, am, segment_ids, dt):
+    for hs, kv_heads, rs, cols, scores, allowed in _row_blocks(q, k, layout, block, scale, causal, rpe,
+                                                               kpm, am, segment_ids, dt):
         allowed = allowed & (scores != float("-inf"))
         lse = torch.logsumexp(torch.where(allowed, scores, float("-inf")), -1, keepdim=True)
         p = torch.where(allowed, torch.exp(scores - lse), 0.0)
-        do_r = do[:, heads][:, :, rows]
-        ks = k.index_select(1, kv_heads).index_select(2, cols).to(dt)
-        vs = vc.index_select(1, kv_heads).index_select(2, cols)
-        ds = p * (torch.matmul(do_r, vs.transpose(-1, -2)) - delta[:, heads][:, :, rows, None])
-        dq[:, heads[0]:heads[-1] + 1, rows[0]:rows[-1] + 1] = torch.matmul(ds, ks) * scale
+        do_r = do[:, hs, rs]
+        ks = k.index_select(2, cols).index_select(1, kv_heads).to(dt)
+        vs = vc.index_select(2, cols).index_select(1, kv_heads)
+        ds = p * (torch.matmul(do_r, vs.transpose(-1, -2)) - delta[:, hs, rs, None])
+        dq[:, hs, rs] = torch.matmul(ds, ks) * scale
         flat = (kv_heads[:, None] * Sk + cols[None, :]).flatten()  # group heads land on one K/V head
-        dk.index_add_(1, flat, (torch.matmul(ds.transpose(-1, -2), q[:, heads][:, :, rows].to(dt)) * scale).flatten(1, 2))
+        dk.index_add_(1, flat, (torch.matmul(ds.transpose(-1, -2), q[:, hs, rs].to(dt)) * scale).flatten(1, 2))
         dv.index_add_(1, flat, torch.matmul(p.transpose(-1, -2), do_r).flatten(1, 2))
     return dq, dk.view(k.shape), dv.view(v.shape)
