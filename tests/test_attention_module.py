@@ -303,3 +303,28 @@ def check_three_op_causal(L=64, D=16):
 def test_three_op_causal_under_triton_interpreter():
     run = run_interpreted("tests.test_attention_module", "check_three_op_causal")
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+# -- torch.compile -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_compiled_module_matches_eager_and_reuses_its_layout(monkeypatch, device):
+    """torch.compile(SparseSelfAttention) works from the first call (issue 11: it failed on a
+    guard over the layout cache), matches eager forward and backward, compiles once, and every
+    call hands the op the same layout object (so its cached index tables are reused)."""
+    from sparsecli.kernels import _attn_call
+
+    layouts, graphs = [], []
+    real = _attn_call.run_forward
+    monkeypatch.setattr(_attn_call, "run_forward",
+                        lambda args, *t: layouts.append(id(args.layout)) or real(args, *t))
+    torch._dynamo.reset()
+    m = SparseSelfAttention(fixed(H=2), max_seq_length=128).to(device)
+    compiled = torch.compile(m, backend=lambda gm, example: graphs.append(gm) or gm.forward)
+    q, k, v = qkv(H=2, L=64, device=device, grad=True)
+    for _ in range(3):
+        out = compiled(q, k, v)
+        got = torch.autograd.grad(out.sum(), (q, k, v))
+    want = torch.autograd.grad(m(q, k, v).sum(), (q, k, v))
+    assert torch.equal(out, m(q, k, v)) and all(torch.equal(a, b) for a, b in zip(got, want))
+    assert len(graphs) == 1 and len(set(layouts)) == 1
