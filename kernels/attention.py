@@ -73,7 +73,9 @@ def blocksparse_attention(q, k, v, layout, block, *, causal=False, sm_scale=None
     args = check_args(q, k, v, layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode,
                       attn_mask, attn_mask_mode, rpe, segment_ids)
     if torch.compiler.is_compiling():
-        out, lse = _attn_op.call(q, k, v, args)
+        # Contiguous operands inside the graph: the compiler lays out the projections once, and
+        # the op saves these for the backward (which would otherwise copy them again there).
+        out, lse = _attn_op.call(q.contiguous(), k.contiguous(), v.contiguous(), args)
     elif not return_lse:
         return _BlockSparseAttention.apply(q, k, v, args, False)
     else:
