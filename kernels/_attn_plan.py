@@ -132,7 +132,8 @@ class _Launch:
 class _Static:
     """What a call's launches need that depends only on the layout, shapes, dtype, device and
     mask kinds, never on tensor values: built once and cached with the layout, so a call only
-    binds its tensors (host time per fwd+bwd went down with it, scripts/host_overhead.py)."""
+    binds its tensors (this kept the host time per call at the pre-issue-11 level with more
+    kernel arguments; scripts/host_overhead.py measures it)."""
 
     def __init__(self, layout, block, causal, q_shape, kv_shape, dtype, device, kpm_kind, am_kind, has_rpe,
                  has_ids):
