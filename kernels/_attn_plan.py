@@ -153,7 +153,10 @@ class _Static:
         hit = self.launches.get(which)
         if hit is not None and hit.cfg is cfg:
             return hit
-        sch = self._schedule(which, cfg)
+        hit = self.launches[which] = self.launch_of(which, cfg, self._schedule(which, cfg))
+        return hit
+
+    def launch_of(self, which: str, cfg: KernelConfig, sch) -> _Launch:
         keys_outer = which == "dkdv"
         n_out, n_in = (self.Sk, self.Sq) if keys_outer else (self.Sq, self.Sk)
         # Forward and dQ name their tiles (BLOCK_M=outer, BLOCK_N=inner); dK/dV the other way.
@@ -161,8 +164,7 @@ class _Static:
         even = n_out % sch.outer == 0 and n_in % sch.seg == 0  # no tile reaches past its sequence
         base = dict(self.meta, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg, NSEG=sch.nseg, EVEN=even)
         lists = None if self.has_ids else (sch.programs, sch.seg_start, sch.tile_bits, sch.programs)
-        hit = self.launches[which] = _Launch(cfg, sch, (self.B * sch.num_programs,), even, lists, base)
-        return hit
+        return _Launch(cfg, sch, (self.B * sch.num_programs,), even, lists, base)
 
     def _schedule(self, which, cfg):
         keys_outer = which == "dkdv"
@@ -243,8 +245,7 @@ class _Plan:
         st = self.static
         lc = st.launch(which, self.configs[which])
         if lc.sch is not sch:  # a schedule from elsewhere (tests): a launch of its own
-            lc = _Launch(lc.cfg, sch, (st.B * sch.num_programs,), lc.even, None if st.has_ids else
-                         (sch.programs, sch.seg_start, sch.tile_bits, sch.programs), lc.base)
+            lc = st.launch_of(which, lc.cfg, sch)
         dummy = tensors[3]  # the output (fwd) or O (bwd): always a tensor, unlike q/k/v under TMA
         ids = self.ids
         args = (*tensors, *(lc.lists or self.lists(sch)), max(sch.num_tiles, 1), sch.num_rows,
