@@ -11,6 +11,7 @@ _EXPORTS = {
     "dense_to_sparse": ".sparse_format",
     "sparse_to_dense": ".sparse_format",
     "blocksparse_attention_reference": ".reference",
+    "blocksparse_attention_dense": ".reference",
     "token_mask": ".reference",
     "block_tables": ".lut",
     "BlockTables": ".lut",

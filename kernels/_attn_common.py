@@ -4,15 +4,22 @@ All three kernels work on an ``outer x inner`` score tile (queries x keys, or ke
 dK/dV) and agree on how a program finds its tiles, which inner tokens a tile gathers, and how a
 score is biased and masked: those live here once, so the forward and the backward cannot drift.
 Scores are kept in log2 units (``qk * sm_scale * log2(e)``) so the kernels use ``exp2``.
+
+Shapes: q ``(B, H, SQ, D)``, k and v ``(B, H // GROUP, SK, D)``, all contiguous. ``HEAD_DIM`` is
+the power of two the tiles use, ``D`` the tensors' head dim (a multiple of 8, padded with zeros
+on load). ``EVEN``: every tile lies inside its sequence, so loads need no bounds.
 """
 import triton
 import triton.language as tl
 
+
 @triton.jit
-def _program(programs, B, NUM_OUTER):
+def _program(programs, counts, B, NUM_OUTER, NUM_ROWS, SEGMENTS: tl.constexpr):
     """(batch, head, outer tile, first tile, first masked tile, end tile, partial slot).
 
-    Batch is innermost in the launch so the heaviest-first order spans every batch element.
+    Batch is innermost in the launch so the heaviest-first order spans every batch element. With
+    ``SEGMENTS`` each batch element has its own compacted lists: the row's live tiles start
+    where its layout tiles do, ``counts`` says how many (full, all).
     """
     pid = tl.program_id(0)
     bz = pid % B
@@ -22,7 +29,20 @@ def _program(programs, B, NUM_OUTER):
     tf = tl.load(entry + 2)
     t1 = tl.load(entry + 3)
     slot = tl.load(entry + 4)
+    if SEGMENTS:
+        c = counts + (bz * NUM_ROWS + row % NUM_ROWS).to(tl.int64) * 2
+        tf = t0 + tl.load(c)
+        t1 = t0 + tl.load(c + 1)
     return bz, row // NUM_OUTER, row % NUM_OUTER, t0, tf, t1, slot
+
+
+@triton.jit
+def _batch_lists(seg_start, tile_bits, bz, NUM_TILES, NSEG: tl.constexpr, SEGMENTS: tl.constexpr):
+    """This batch element's tile lists (one shared copy without segments)."""
+    if SEGMENTS:
+        seg_start += bz.to(tl.int64) * NUM_TILES * NSEG
+        tile_bits += bz.to(tl.int64) * NUM_TILES
+    return seg_start, tile_bits
 
 
 @triton.jit
@@ -36,79 +56,127 @@ def _inner_tokens(seg_start, t, INNER: tl.constexpr, SEG: tl.constexpr, NSEG: tl
 
 
 @triton.jit
-def _load_rows(base, tokens, HEAD_DIM: tl.constexpr):
-    """Rows ``tokens`` of a contiguous (S, HEAD_DIM) slice."""
+def _load_rows(base, tokens, ok, HEAD_DIM: tl.constexpr, D: tl.constexpr, EVEN: tl.constexpr):
+    """Rows ``tokens`` of a contiguous (S, D) slice as a (len, HEAD_DIM) tile; ``ok`` rows only
+    unless EVEN, zeros past D."""
     d = tl.arange(0, HEAD_DIM)
-    return tl.load(base + tokens.to(tl.int64)[:, None] * HEAD_DIM + d[None, :])
+    ptrs = base + tokens.to(tl.int64)[:, None] * D + d[None, :]
+    if HEAD_DIM != D:
+        if EVEN:
+            x = tl.load(ptrs, mask=(d < D)[None, :], other=0.0)
+        else:
+            x = tl.load(ptrs, mask=ok[:, None] & (d < D)[None, :], other=0.0)
+    elif EVEN:
+        x = tl.load(ptrs)
+    else:
+        x = tl.load(ptrs, mask=ok[:, None], other=0.0)
+    return x
 
 
 @triton.jit
-def _scores(qk, qk_scale, tq, tk, bz, h, S, bits, oi, ii,
-            KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
+def _store_rows(base, tokens, ok, x, HEAD_DIM: tl.constexpr, D: tl.constexpr, EVEN: tl.constexpr):
+    d = tl.arange(0, HEAD_DIM)
+    ptrs = base + tokens.to(tl.int64)[:, None] * D + d[None, :]
+    if HEAD_DIM != D:
+        if EVEN:
+            tl.store(ptrs, x, mask=(d < D)[None, :])
+        else:
+            tl.store(ptrs, x, mask=ok[:, None] & (d < D)[None, :])
+    elif EVEN:
+        tl.store(ptrs, x)
+    else:
+        tl.store(ptrs, x, mask=ok[:, None])
+
+
+@triton.jit
+def _load_vec(ptr, idx, ok, other, EVEN: tl.constexpr):
+    if EVEN:
+        x = tl.load(ptr + idx)
+    else:
+        x = tl.load(ptr + idx, mask=ok, other=other)
+    return x
+
+
+@triton.jit
+def _scores(qk, qk_scale, tq, tk, bz, h, SQ, SK, bits, oi, ii,
+            KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
             UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
             MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-            KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr):
+            KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+            SEGMENTS: tl.constexpr, EVEN: tl.constexpr):
     """Scores of a tile in log2 units, with rpe/masks added and dropped entries at -inf.
 
     ``tq``/``tk`` are the query/key tokens and ``oi``/``ii`` the outer/inner positions inside the
-    tile, all already broadcast to the tile's orientation (2-D-compatible shapes).
+    tile, all already broadcast to the tile's orientation (2-D-compatible shapes). Only masked
+    tiles can hold keys past SK or pairs of different segments; out-of-range queries of a tile
+    are never stored (forward, dQ) or have lse +inf (dK/dV), so their scores do not matter.
     """
+    ok = (tq < SQ) & (tk < SK)  # for loads only: unused when EVEN
     s = qk * qk_scale
     if HAS_RPE or KPM_MODE == 1 or AM_MODE == 1:
         bias = tl.zeros_like(s)
         if HAS_RPE:
-            bias += tl.load(RPE + bz.to(tl.int64) * rpe_sb + h.to(tl.int64) * rpe_sh
-                            + tq.to(tl.int64) * S + tk).to(tl.float32)
+            bias += _load_vec(RPE + bz.to(tl.int64) * rpe_sb + h.to(tl.int64) * rpe_sh,
+                              tq.to(tl.int64) * SK + tk, ok, 0.0, EVEN).to(tl.float32)
         if KPM_MODE == 1:
-            bias += tl.load(KPM + bz * kpm_sb + tk).to(tl.float32)
+            bias += _load_vec(KPM + bz * kpm_sb, tk, tk < SK, 0.0, EVEN).to(tl.float32)
         if AM_MODE == 1:
-            bias += tl.load(AM + tq.to(tl.int64) * S + tk).to(tl.float32)
+            bias += _load_vec(AM, tq.to(tl.int64) * SK + tk, ok, 0.0, EVEN).to(tl.float32)
         # A finite "drop" value such as finfo(float32).min must stay finite after * log2(e).
         bias = tl.where(bias == float("-inf"), bias, tl.maximum(bias, -2.0e38))
         s += bias * 1.4426950408889634
     if MASKED:
         keep = ((bits >> ((oi // UNIT) * NSEG + ii // SEG)) & 1) != 0
         if CAUSAL:
-            keep = keep & (tk <= tq)
+            keep = keep & (tk <= tq + (SK - SQ))
+        if not EVEN:
+            keep = keep & ok
+        if SEGMENTS:
+            ids = IDS + bz.to(tl.int64) * ids_sb
+            keep = keep & (_load_vec(ids, tq, tq < SQ, -1, EVEN) == _load_vec(ids, tk, tk < SK, -2, EVEN))
         s = tl.where(keep, s, float("-inf"))
     if KPM_MODE == 2:
-        s = tl.where(tl.load(KPM + bz * kpm_sb + tk) != 0, s, float("-inf"))
+        s = tl.where(_load_vec(KPM + bz * kpm_sb, tk, tk < SK, 1, EVEN) != 0, s, float("-inf"))
     if AM_MODE == 2:
-        s = tl.where(tl.load(AM + tq.to(tl.int64) * S + tk) != 0, s, float("-inf"))
+        s = tl.where(_load_vec(AM, tq.to(tl.int64) * SK + tk, ok, 1, EVEN) != 0, s, float("-inf"))
     return s
 
 
 @triton.jit
-def _load_tile(X, base, first, tokens, HEAD_DIM: tl.constexpr, TMA: tl.constexpr):
-    """Rows ``tokens`` of the (S, HEAD_DIM) slice at element offset ``base``: X is a pointer, or
-    with TMA a (rows, HEAD_DIM) tensor descriptor and ``tokens`` = ``first`` + arange (one bulk
-    copy on Hopper)."""
+def _load_tile(X, base, row0, first, tokens, ok, HEAD_DIM: tl.constexpr, D: tl.constexpr,
+               TMA: tl.constexpr, EVEN: tl.constexpr):
+    """Rows ``tokens`` of the (S, D) slice at element offset ``base``: X is a pointer, or with TMA
+    a (rows, HEAD_DIM) tensor descriptor over every (batch, head, token) row, ``row0`` the slice's
+    first row and ``tokens`` = ``first`` + arange (one bulk copy on Hopper; columns past D and
+    rows past the tensor read as 0, rows past the slice are other heads' and get masked)."""
     if TMA:
-        return X.load([(base // HEAD_DIM + first).to(tl.int32), 0])
+        x = X.load([(row0 + first).to(tl.int32), 0])
     else:
-        return _load_rows(X + base, tokens, HEAD_DIM)
+        x = _load_rows(X + base, tokens, ok, HEAD_DIM, D, EVEN)
+    return x
 
 
 @triton.jit
-def _key_tile_scores(q, tq, oi, K, V, base, t, seg_start, tile_bits, qk_scale, bz, h, S,
-                     KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+def _key_tile_scores(q, tq, oi, K, V, kv_base, kv_row0, t, seg_start, tile_bits, qk_scale, bz, h, SQ, SK,
+                     KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
+                     HEAD_DIM: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                      UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
                      MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                      KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
-                     DOT_PREC: tl.constexpr, TMA: tl.constexpr):
+                     SEGMENTS: tl.constexpr, EVEN: tl.constexpr, DOT_PREC: tl.constexpr, TMA: tl.constexpr):
     """Gathered key tile ``t`` of a query-outer program: its K, V rows and the log2 scores."""
     tk = _inner_tokens(seg_start, t, BLOCK_N, SEG, NSEG)
     first = 0
     if TMA:  # only single-segment tiles take TMA: the tile is one run of tokens
         first = tl.load(seg_start + t)
-    k = _load_tile(K, base, first, tk, HEAD_DIM, TMA)
-    v = _load_tile(V, base, first, tk, HEAD_DIM, TMA)
+    k_ok = tk < SK
+    k = _load_tile(K, kv_base, kv_row0, first, tk, k_ok, HEAD_DIM, D, TMA, EVEN)
+    v = _load_tile(V, kv_base, kv_row0, first, tk, k_ok, HEAD_DIM, D, TMA, EVEN)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
     bits = 0
     if MASKED:
         bits = tl.load(tile_bits + t)
-    s = _scores(qk, qk_scale, tq[:, None], tk[None, :], bz, h, S, bits, oi[:, None],
-                tl.arange(0, BLOCK_N)[None, :], KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                UNIT, SEG, NSEG, MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE)
+    s = _scores(qk, qk_scale, tq[:, None], tk[None, :], bz, h, SQ, SK, bits, oi[:, None],
+                tl.arange(0, BLOCK_N)[None, :], KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
+                UNIT, SEG, NSEG, MASKED, CAUSAL, KPM_MODE, AM_MODE, HAS_RPE, SEGMENTS, EVEN)
     return k, v, s

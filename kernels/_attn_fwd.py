@@ -2,17 +2,18 @@
 import triton
 import triton.language as tl
 
-from ._attn_common import _key_tile_scores, _load_tile, _program
+from ._attn_common import _batch_lists, _key_tile_scores, _load_tile, _program, _store_rows
 
 
 @triton.jit
-def _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_base, t_begin, t_end,
-               seg_start, tile_bits, qk_scale, bz, h, S,
-               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+def _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_base, kv_row0, t_begin, t_end,
+               seg_start, tile_bits, qk_scale, bz, h, SQ, SK,
+               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
+               HEAD_DIM: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+               SEGMENTS: tl.constexpr, EVEN: tl.constexpr,
                DOT_PREC: tl.constexpr, TMA: tl.constexpr, POS_SCALE: tl.constexpr):
     # Only masks and biases can leave a row at -inf; full unbiased tiles skip the guard.
     GUARD: tl.constexpr = MASKED or HAS_RPE or KPM_MODE != 0 or AM_MODE != 0
@@ -20,11 +21,11 @@ def _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_base, t_begin, t_end,
     # score (needs a positive scale: max(x) * c = max(x * c) only for c > 0).
     RAW: tl.constexpr = POS_SCALE and not GUARD
     for t in range(t_begin, t_end):
-        k, v, s = _key_tile_scores(q, tq, oi, K, V, kv_base, t, seg_start, tile_bits,
-                                   1.0 if RAW else qk_scale,
-                                   bz, h, S, KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                                   HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, MASKED, CAUSAL,
-                                   KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA)
+        k, v, s = _key_tile_scores(q, tq, oi, K, V, kv_base, kv_row0, t, seg_start, tile_bits,
+                                   1.0 if RAW else qk_scale, bz, h, SQ, SK,
+                                   KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
+                                   HEAD_DIM, D, BLOCK_N, UNIT, SEG, NSEG, MASKED, CAUSAL,
+                                   KPM_MODE, AM_MODE, HAS_RPE, SEGMENTS, EVEN, DOT_PREC, TMA)
         if RAW:
             m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
             p = tl.math.exp2(s * qk_scale - m_new[:, None])
@@ -45,39 +46,44 @@ def _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_base, t_begin, t_end,
 
 @triton.jit
 def _attn_fwd(Q, K, V, Out, LSE, PartAcc, PartML, NUM_SLOTS,
-              programs, seg_start, tile_bits,
-              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-              B, H, S, NUM_OUTER, qk_scale,
-              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              programs, seg_start, tile_bits, counts, NUM_TILES, NUM_ROWS,
+              KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
+              B, H, GROUP, SQ, SK, NUM_OUTER, qk_scale,
+              HEAD_DIM: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
               CAUSAL: tl.constexpr,
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
+              SEGMENTS: tl.constexpr, EVEN: tl.constexpr,
               DOT_PREC: tl.constexpr, TMA: tl.constexpr, POS_SCALE: tl.constexpr):
     """One query tile over its gathered key tiles. TMA: Q, K and V are tensor descriptors over
-    (B*H*S, HEAD_DIM) rows (single-segment key tiles only); otherwise plain pointers."""
-    bz, h, o, t0, tf, t1, slot = _program(programs, B, NUM_OUTER)
+    (batch * heads * tokens, D) rows (single-segment key tiles only); otherwise plain pointers.
+    Query head h reads key/value head h // GROUP."""
+    bz, h, o, t0, tf, t1, slot = _program(programs, counts, B, NUM_OUTER, NUM_ROWS, SEGMENTS)
+    seg_start, tile_bits = _batch_lists(seg_start, tile_bits, bz, NUM_TILES, NSEG, SEGMENTS)
     bh = bz * H + h
-    base = bh.to(tl.int64) * S * HEAD_DIM
+    q_row0 = bh.to(tl.int64) * SQ
+    kv_row0 = (bz * (H // GROUP) + h // GROUP).to(tl.int64) * SK
     oi = tl.arange(0, BLOCK_M)
     tq = o * BLOCK_M + oi
-    q = _load_tile(Q, base, o * BLOCK_M, tq, HEAD_DIM, TMA)
+    q_ok = tq < SQ
+    q = _load_tile(Q, q_row0 * D, q_row0, o * BLOCK_M, tq, q_ok, HEAD_DIM, D, TMA, EVEN)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, base, t0, tf,
-                               seg_start, tile_bits, qk_scale, bz, h, S,
-                               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                               HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, False, CAUSAL,
-                               KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA, POS_SCALE)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, base, tf, t1,
-                               seg_start, tile_bits, qk_scale, bz, h, S,
-                               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh,
-                               HEAD_DIM, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
-                               KPM_MODE, AM_MODE, HAS_RPE, DOT_PREC, TMA, POS_SCALE)
-    d = tl.arange(0, HEAD_DIM)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_row0 * D, kv_row0, t0, tf,
+                               seg_start, tile_bits, qk_scale, bz, h, SQ, SK,
+                               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
+                               HEAD_DIM, D, BLOCK_N, UNIT, SEG, NSEG, False, CAUSAL,
+                               KPM_MODE, AM_MODE, HAS_RPE, SEGMENTS, EVEN, DOT_PREC, TMA, POS_SCALE)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, tq, oi, K, V, kv_row0 * D, kv_row0, tf, t1,
+                               seg_start, tile_bits, qk_scale, bz, h, SQ, SK,
+                               KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
+                               HEAD_DIM, D, BLOCK_N, UNIT, SEG, NSEG, True, CAUSAL,
+                               KPM_MODE, AM_MODE, HAS_RPE, SEGMENTS, EVEN, DOT_PREC, TMA, POS_SCALE)
     if slot < 0:
-        _fwd_finish(acc, m_i, l_i, Out, LSE, base, bh.to(tl.int64) * S, tq, HEAD_DIM)
+        _fwd_finish(acc, m_i, l_i, Out, LSE, q_row0, tq, q_ok, HEAD_DIM, D, EVEN)
     else:  # one chunk of a split row: keep the unnormalised state for _attn_fwd_combine
+        d = tl.arange(0, HEAD_DIM)
         part = (bz * NUM_SLOTS + slot).to(tl.int64)
         tl.store(PartAcc + part * BLOCK_M * HEAD_DIM + oi[:, None] * HEAD_DIM + d[None, :], acc)
         tl.store(PartML + part * 2 * BLOCK_M + oi, m_i)
@@ -85,20 +91,23 @@ def _attn_fwd(Q, K, V, Out, LSE, PartAcc, PartML, NUM_SLOTS,
 
 
 @triton.jit
-def _fwd_finish(acc, m_i, l_i, Out, LSE, base, row_base, tq, HEAD_DIM: tl.constexpr):
+def _fwd_finish(acc, m_i, l_i, Out, LSE, row0, tq, q_ok, HEAD_DIM: tl.constexpr, D: tl.constexpr,
+                EVEN: tl.constexpr):
     # A query with nothing to attend to: output 0, and lse = +inf so the backward's
     # exp2(s - lse) is 0 for it rather than NaN.
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     lse = tl.where(empty, float("inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
-    d = tl.arange(0, HEAD_DIM)
-    tl.store(Out + base + tq.to(tl.int64)[:, None] * HEAD_DIM + d[None, :], out.to(Out.dtype.element_ty))
-    tl.store(LSE + row_base + tq, lse)
+    _store_rows(Out + row0 * D, tq, q_ok, out.to(Out.dtype.element_ty), HEAD_DIM, D, EVEN)
+    if EVEN:
+        tl.store(LSE + row0 + tq, lse)
+    else:
+        tl.store(LSE + row0 + tq, lse, mask=q_ok)
 
 
 @triton.jit
-def _attn_fwd_combine(PartAcc, PartML, Out, LSE, combine, NUM_SLOTS, B, H, S, NUM_OUTER,
-                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+def _attn_fwd_combine(PartAcc, PartML, Out, LSE, combine, NUM_SLOTS, B, H, SQ, NUM_OUTER,
+                      HEAD_DIM: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, EVEN: tl.constexpr):
     """Merge the partial softmax states of a split row's programs (fixed order: deterministic)."""
     pid = tl.program_id(0)
     bz = pid % B
@@ -123,6 +132,5 @@ def _attn_fwd_combine(PartAcc, PartML, Out, LSE, combine, NUM_SLOTS, B, H, S, NU
         acc = acc * alpha[:, None] + a_p * beta[:, None]
         l_i = l_i * alpha + l_p * beta
         m_i = m_new
-    bh = (bz * H + h).to(tl.int64)
-    _fwd_finish(acc, m_i, l_i, Out, LSE, bh * S * HEAD_DIM, bh * S, (row % NUM_OUTER) * BLOCK_M + oi,
-                HEAD_DIM)
+    tq = (row % NUM_OUTER) * BLOCK_M + oi
+    _fwd_finish(acc, m_i, l_i, Out, LSE, (bz * H + h).to(tl.int64) * SQ, tq, tq < SQ, HEAD_DIM, D, EVEN)

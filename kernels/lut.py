@@ -176,9 +176,7 @@ def list_chunks(ptr: torch.Tensor, group: int) -> torch.Tensor:
     return torch.stack([lists, first], 1).to(torch.int32).contiguous()
 
 # ==============================================================================================
-# Tile schedules of the fused attention kernels.
-#
-# Layout -> tile schedule of the fused attention kernels (forward, dQ and dK/dV).
+# Tile schedules of the fused attention kernels (forward, dQ and dK/dV).
 #
 # Every kernel program owns one *outer* tile of ``outer`` contiguous tokens (queries in the forward
 # and dQ kernels, keys in dK/dV) and walks a list of *inner* tiles of ``inner`` tokens gathered from
@@ -186,8 +184,14 @@ def list_chunks(ptr: torch.Tensor, group: int) -> torch.Tensor:
 # block 16 a 128x64 tile groups 8 query row-blocks and gathers 4 key blocks that need not be
 # adjacent (their token rows are addressed through ``seg_start``), and a bit per (row-block, key
 # block) pair says which of the 32 sub-blocks the layout really holds. Tiles whose bits are all set
-# (and, when causal, lie wholly on or below the diagonal) come first in each list and run without
-# any masking; the rest are masked element by element.
+# (and, when causal, lie wholly on or below the diagonal, and hold no token past the end of the
+# sequence) come first in each list and run without any masking; the rest are masked element by
+# element.
+#
+# Query and key lengths may differ and need not be multiples of the block (the layout is
+# ``ceil(Sq/block) x ceil(Sk/block)``; causal is bottom-right aligned: query i sees key j <= i + Sk - Sq).
+# With grouped-query attention the dK/dV lists of a key/value head are its query heads' lists one
+# after the other, their inner tokens numbered ``g * Sq + token`` for the group's g-th query head.
 #
 # Programs are listed heaviest-first so that BigBird/Longformer global rows, which visit every key
 # block, start at once instead of trailing behind a launch of light rows; in the forward, rows
@@ -197,6 +201,7 @@ def list_chunks(ptr: torch.Tensor, group: int) -> torch.Tensor:
 # ==============================================================================================
 
 MAX_TILE_BITS = 64  # sub-block bits of a tile live in one int64
+MIN_TILE = 16  # tl.dot's smallest operand side
 
 
 @dataclass(frozen=True)
@@ -221,49 +226,66 @@ class TileSchedule:
     total_tiles: int  # tiles walked by all programs of one batch element (every head)
     num_tiles: int
     max_tiles: int  # longest list (the critical path of a launch)
-
-
-def _pow2_at_most(n: int, cap: int) -> int:
-    t = 1
-    while t * 2 <= cap and n % (t * 2) == 0:
-        t *= 2
-    return t
+    # Per table row (rows of distinct layout heads x num_outer): its tiles start at
+    # row_ptr[r] (int32, R+1) and the first row_full[r] of them are full (int32, R).
+    row_ptr: torch.Tensor = None
+    row_full: torch.Tensor = None
+    num_rows: int = 0
 
 
 def tile_size(seq_len: int, want: int) -> int:
-    """Largest power of two <= ``want`` dividing ``seq_len`` (tiles never straddle the end)."""
-    return _pow2_at_most(seq_len, want)
+    """Tile side for a sequence: ``want`` (a power of two), or the smallest power of two >= 16 that
+    covers a shorter sequence (a 1-token decode step gets 16-row tiles, not 128)."""
+    return max(MIN_TILE, min(want, 1 << max(0, seq_len - 1).bit_length()))
+
+
+def causal_blocks(rows: int, cols: int, block: int, q_len: int, k_len: int) -> torch.Tensor:
+    """(rows, cols) bool: block pairs holding at least one (query, key) pair that bottom-right causal
+    attention keeps (key j <= query i + k_len - q_len)."""
+    last_q = torch.clamp(torch.arange(1, rows + 1) * block, max=q_len) - 1
+    return torch.arange(cols)[None, :] * block <= (last_q + k_len - q_len)[:, None]
 
 
 def _build_schedule(lay: torch.Tensor, block: int, outer: int, inner: int, causal: bool,
-           transpose: bool, num_heads: int, split: int, device) -> TileSchedule:
+                    transpose: bool, num_heads: int, split: int, device, q_len: int, k_len: int,
+                    group: int) -> TileSchedule:
     if lay.shape[0] > 1 and bool((lay == lay[:1]).all()):
         lay = lay[:1]  # identical heads (most DeepSpeed configs): one shared table
     Hl, R, C = lay.shape
-    if causal:
-        # Blocks above the diagonal hold only future keys: drop them before tiling.
-        lay = lay & torch.ones(R, C, dtype=torch.bool).tril()
+    if causal:  # blocks holding only future keys: dropped before tiling
+        lay = lay & causal_blocks(R, C, block, q_len, k_len)
+    n_out, n_in = (k_len, q_len) if transpose else (q_len, k_len)
     if transpose:
         lay = lay.transpose(1, 2)
+        if group > 1 and Hl == 1:  # every query head of a group walks the shared list
+            lay = lay.expand(group, -1, -1)
+    # dK/dV of grouped heads: rows of table head h // group, inner tokens offset (h % group) * Sq.
+    grouped = transpose and group > 1
+    Hh = lay.shape[0]
+    Ht = Hh // group if grouped else Hh
     unit, seg = min(block, outer), min(block, inner)
     G, nseg = outer // unit, inner // seg
     if G * nseg > MAX_TILE_BITS:
         raise ValueError(f"tile {outer}x{inner} at block {block} needs {G * nseg} mask bits (> 64)")
     lu = lay.repeat_interleave(block // unit, 1).repeat_interleave(block // seg, 2)
-    num_outer = lu.shape[1] // G
-    grp = lu.reshape(Hl, num_outer, G, lu.shape[2])
+    # Units and segments that start past the end of their sequence hold no token.
+    n_units, n_segs = -(-n_out // unit), -(-n_in // seg)
+    num_outer = -(-n_units // G)
+    lu = lu[:, :n_units, :n_segs]
+    if num_outer * G > n_units:
+        lu = torch.cat([lu, lu.new_zeros(Hh, num_outer * G - n_units, n_segs)], 1)
+    grp = lu.reshape(Hh, num_outer, G, n_segs)
     union = grp.any(2)  # inner segments any row of the outer tile needs
     counts = union.sum(-1).flatten()
     ntiles = (counts + nseg - 1) // nseg
-    tile_ptr = torch.zeros(Hl * num_outer + 1, dtype=torch.int64)
-    torch.cumsum(ntiles, 0, out=tile_ptr[1:])
+    first_tile = torch.cumsum(ntiles, 0) - ntiles
     entry_ptr = torch.cumsum(counts, 0) - counts
-    T = int(tile_ptr[-1])
+    T = int(ntiles.sum())
 
     nz = union.nonzero()  # (N, 3) in (head, outer, segment) order
     row = nz[:, 0] * num_outer + nz[:, 1]
     local = torch.arange(nz.shape[0]) - entry_ptr[row]
-    tile = tile_ptr[row] + local // nseg
+    tile = first_tile[row] + local // nseg
     slot = local % nseg
     seg_start = torch.full((T, nseg), -1, dtype=torch.int64)
     seg_start[tile, slot] = nz[:, 2] * seg
@@ -275,19 +297,28 @@ def _build_schedule(lay: torch.Tensor, block: int, outer: int, inner: int, causa
     # Distinct bits, so a wrapping int64 sum is a bitwise or (bit 63 included).
     bits = torch.zeros(T, dtype=torch.int64).index_add_(0, tile, (seen << shift).sum(1))
     all_bits = -1 if G * nseg == 64 else (1 << (G * nseg)) - 1
-    full = bits == all_bits
-    row_of_tile = torch.repeat_interleave(torch.arange(Hl * num_outer), ntiles)
+    # Full: every sub-block present, and no segment running past the end of the sequence.
+    full = (bits == all_bits) & (seg_start.max(1).values + seg <= n_in)
+    row_of_tile = torch.repeat_interleave(torch.arange(Hh * num_outer), ntiles)
     if causal and T:
         o_start = (row_of_tile % num_outer) * outer
-        if transpose:  # outer = keys: full when every query is at or after the last key
-            full &= seg_start.min(1).values >= o_start + outer - 1
-        else:  # outer = queries: full when every key is at or before the first query
-            full &= seg_start.max(1).values + seg - 1 <= o_start
+        if transpose:  # outer = keys: full when every query sees the outer tile's last key
+            last_key = torch.clamp(o_start + outer, max=k_len) - 1
+            full &= seg_start.min(1).values + k_len - q_len >= last_key
+        else:  # outer = queries: full when the first query sees every key
+            full &= seg_start.max(1).values + seg - 1 <= o_start + k_len - q_len
+    if grouped:
+        seg_start = seg_start + ((row_of_tile // num_outer) % group * q_len)[:, None]
+        head = row_of_tile // num_outer
+        row_of_tile = head // group * num_outer + row_of_tile % num_outer
+        ntiles = torch.bincount(row_of_tile, minlength=Ht * num_outer)
+    tile_ptr = torch.zeros(Ht * num_outer + 1, dtype=torch.int64)
+    torch.cumsum(ntiles, 0, out=tile_ptr[1:])
+    num_full = torch.zeros(Ht * num_outer, dtype=torch.int64).index_add_(0, row_of_tile, full.long())
     perm = torch.sort(row_of_tile * 2 + (~full).long(), stable=True).indices
-    seg_start, bits, full = seg_start[perm], bits[perm], full[perm]
-    num_full = torch.zeros(Hl * num_outer, dtype=torch.int64).index_add_(0, row_of_tile, full.long())
+    seg_start, bits = seg_start[perm], bits[perm]
 
-    progs, combine, num_slots, total = _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split)
+    progs, combine, num_slots, total = _programs(tile_ptr, num_full, ntiles, Ht, num_outer, num_heads, split)
 
     def dev(t, dtype=torch.int32):
         if t.numel() == 0:  # kernels index nothing, but want a real pointer
@@ -300,6 +331,7 @@ def _build_schedule(lay: torch.Tensor, block: int, outer: int, inner: int, causa
         programs=dev(progs), num_programs=progs.shape[0], combine=dev(combine),
         num_split_rows=combine.shape[0], num_slots=num_slots, total_tiles=total,
         num_tiles=T, max_tiles=int(ntiles.max()) if ntiles.numel() else 0,
+        row_ptr=dev(tile_ptr), row_full=dev(num_full), num_rows=Ht * num_outer,
     )
 
 
@@ -328,17 +360,22 @@ def _programs(tile_ptr, num_full, ntiles, Hl, num_outer, num_heads, split):
 
 
 def tile_schedule(layout: torch.Tensor, block: int, outer: int, inner: int, *, causal: bool,
-                  transpose: bool, num_heads: int, split: int | None = None,
-                  device=None) -> TileSchedule:
+                  transpose: bool, num_heads: int, split: int | None = None, device=None,
+                  seq_lens: tuple[int, int] | None = None, group: int = 1) -> TileSchedule:
     """Tile schedule of ``layout`` (cached per layout object, version and arguments).
 
     ``transpose=False`` tiles query rows (forward, dQ); ``True`` tiles key columns (dK/dV).
+    ``num_heads``: heads of the outer side (query heads, or key/value heads with ``transpose``).
     ``split``: the most tiles one program walks; longer rows are split into several programs
     whose partial softmax states a combine step merges (None: never split).
+    ``seq_lens``: (Sq, Sk), default the layout's full extent. ``group``: query heads per key/value
+    head; with ``transpose`` a key tile's list then covers every query head of its group.
     """
     split = split or 2**31 - 1
     device = torch.device(device) if device is not None else torch.device("cpu")
-    key = ("tiles", block, outer, inner, causal, transpose, num_heads, split, str(device))
+    q_len, k_len = seq_lens or (layout.shape[-2] * block, layout.shape[-1] * block)
+    key = ("tiles", block, outer, inner, causal, transpose, num_heads, split, str(device), q_len, k_len, group)
     return cached_per_layout(
         layout, key,
-        lambda: _build_schedule(as_layout(layout), block, outer, inner, causal, transpose, num_heads, split, device))
+        lambda: _build_schedule(as_layout(layout), block, outer, inner, causal, transpose, num_heads, split,
+                                device, q_len, k_len, group))

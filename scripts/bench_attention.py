@@ -7,6 +7,9 @@ Each case is also replayed from a CUDA graph (``do_bench_cudagraph``: GPU time w
 overhead, L2 not flushed) for ours, Flex and FLASH alike.
 
     python scripts/bench_attention.py [--cases SUBSTR ...] [--tune] [--out FILE]
+    python scripts/bench_attention.py --issue11 [--out FILE]      # GQA, head dims, decode, compile
+    python scripts/bench_attention.py --ours-only --out OLD.json  # run once per tree (PYTHONPATH),
+    python scripts/bench_attention.py --compare-ours OLD.json NEW.json  # then compare them
 """
 from __future__ import annotations
 
@@ -25,8 +28,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from sparsecli import (BigBirdSparsityConfig, BSLongformerSparsityConfig, DenseSparsityConfig,
                        FixedSparsityConfig, LocalSlidingWindowSparsityConfig)
 from sparsecli.bench.flex import flex_attention_call, flex_block_mask
-from sparsecli.kernels import attention as attn
 from sparsecli.kernels import blocksparse_attention
+
+try:  # the launcher (configs, plans); trees before issue 11 kept it in kernels/attention.py
+    from sparsecli.kernels import _attn_plan as attn
+except ImportError:  # --ours-only also times those trees
+    from sparsecli.kernels import attention as attn
 
 H = 16
 BF16, FP16 = torch.bfloat16, torch.float16
@@ -49,21 +56,21 @@ class Case:
         return f"{self.layout}-b{self.block}-S{self.S}-B{self.B}-D{self.D}-{dt}-{self.mode}"
 
 
-def make_layout(kind: str, block: int, S: int) -> torch.Tensor:
+def make_layout(kind: str, block: int, S: int, heads: int = H) -> torch.Tensor:
     # ~384-token windows at every block size (DeepSpeed spans w // 2 blocks each side: 3 blocks
     # at 128, 7 at 64, 13 at 32, 25 at 16)
     w = max(1, 384 // block)
     cfg = {
-        "sliding": lambda: LocalSlidingWindowSparsityConfig(H, block, num_sliding_window_blocks=w,
+        "sliding": lambda: LocalSlidingWindowSparsityConfig(heads, block, num_sliding_window_blocks=w,
                                                             attention="bidirectional"),
-        "fixed": lambda: FixedSparsityConfig(H, block, num_local_blocks=max(1, 512 // block),
+        "fixed": lambda: FixedSparsityConfig(heads, block, num_local_blocks=max(1, 512 // block),
                                              num_global_blocks=1),
-        "bigbird": lambda: BigBirdSparsityConfig(H, block, num_random_blocks=max(1, 128 // block),
+        "bigbird": lambda: BigBirdSparsityConfig(heads, block, num_random_blocks=max(1, 128 // block),
                                                  num_sliding_window_blocks=w,
                                                  num_global_blocks=max(1, 128 // block)),
-        "longformer": lambda: BSLongformerSparsityConfig(H, block, num_sliding_window_blocks=w,
+        "longformer": lambda: BSLongformerSparsityConfig(heads, block, num_sliding_window_blocks=w,
                                                          global_block_indices=[0]),
-        "dense": lambda: DenseSparsityConfig(H, block),
+        "dense": lambda: DenseSparsityConfig(heads, block),
     }[kind]()
     return cfg.make_layout(S)
 
@@ -186,8 +193,14 @@ TUNE = {
     ("dkdv", 128): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), query_major=True) + _cfgs((64, 64, 4, 3)),
     ("dq", 64): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 3)),
     ("dq", 128): _cfgs((64, 64, 4, 3), (64, 32, 4, 3)),
+    # D256 (issue 11's first run: 0.51x D128's TF/s forward, 0.38x fwd+bwd with the defaults)
+    ("fwd", 256): _cfgs((64, 64, 8, 2), (128, 64, 8, 2), (128, 32, 8, 3), (64, 32, 4, 2)),
+    ("dkdv", 256): _cfgs((64, 32, 8, 2), (64, 64, 8, 1), query_major=True) + _cfgs((64, 32, 8, 2), (32, 32, 4, 2)),
+    ("dq", 256): _cfgs((64, 32, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (32, 32, 4, 2)),
 }
 # Representative cases: short rows (sliding), long rows (Fixed, dense), both head dims.
+# Shapes only the sweep times (not in the before/after table): head dims issue 11 added.
+TUNE_EXTRA = [Case("sliding", 128, 8192, 4, D, BF16, "fwdbwd", "issue11-headdim") for D in (96, 256)]
 TUNE_CASES = ("sliding-b128-S8192-B4-D64-bf16-fwdbwd", "sliding-b64-S8192-B4-D64-bf16-fwdbwd",
               "fixed-b128-S16384-B2-D64-bf16-fwdbwd", "sliding-b128-S8192-B4-D128-bf16-fwdbwd",
               "fixed-b128-S16384-B2-D128-bf16-fwdbwd", "dense-b128-S4096-B8-D128-bf16-fwdbwd")
@@ -197,7 +210,7 @@ def _tune_tasks(selected):
     """(case, pass, config) to time: each pass's configs vary alone, the others stay default."""
     return [(c, which, cfg) for c in selected
             for which in (("fwd",) if c.mode == "fwd" else ("dq", "dkdv"))
-            for cfg in [None] + TUNE[(which, 64 if c.D <= 64 else 128)]]  # None: the default
+            for cfg in [None] + TUNE[(which, 64 if c.D <= 64 else 128 if c.D <= 128 else 256)]]  # None: the default
 
 
 def tune(selected, warm_only=False, shard=(0, 1)):
@@ -212,8 +225,7 @@ def tune(selected, warm_only=False, shard=(0, 1)):
             cur = c
             lay = make_layout(c.layout, c.block, c.S).cuda()
             q, k, v, dout = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype) for _ in range(4))
-            plan = attn._Plan(lay, c.block, False, c.D ** -0.5, None, 0, None, 0, None, 0, 0,
-                              (c.B, H, c.S, c.D), c.dtype, q.device)
+            plan = attn._Plan(attn.AttnArgs(lay, c.block, False, c.D ** -0.5), q.shape, k.shape, c.dtype, q.device)
             defaults = dict(plan.configs)
             out, lse = attn._forward(plan, q, k, v)
             ref = (out,) if c.mode == "fwd" else attn._backward(plan, q, k, v, out, lse, dout)
@@ -272,21 +284,35 @@ def main():
     ap.add_argument("--tune", action="store_true", help="sweep tile configs instead of the table")
     ap.add_argument("--warm-only", action="store_true", help="compile (a shard of) the cases, do not time")
     ap.add_argument("--shard", default="0/1", help="with --warm-only: I/N, this process's share")
+    ap.add_argument("--issue11", action="store_true", help="GQA, head dims, decode, compiled model step")
+    ap.add_argument("--ours-only", action="store_true", help="time only our kernel (any tree on PYTHONPATH)")
+    ap.add_argument("--compare-ours", nargs=2, metavar=("OLD", "NEW"), help="two --ours-only JSONs")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
     args = ap.parse_args()
+    if args.compare_ours:
+        return compare_ours(*args.compare_ours)
     torch._dynamo.config.cache_size_limit = 64
     torch._dynamo.config.automatic_dynamic_shapes = False  # Flex compiled per shape, as users run it
     wanted = args.cases or (TUNE_CASES if args.tune else [])
     # In the order of the patterns given (cases a cut-short run must reach first go first).
-    selected = cases() if not wanted else list(dict.fromkeys(
-        c for w in wanted for c in cases() if w in c.case_id))
+    pool = cases() + (TUNE_EXTRA if args.tune else [])
+    selected = pool if not wanted else list(dict.fromkeys(c for w in wanted for c in pool if w in c.case_id))
     shard = tuple(int(x) for x in args.shard.split("/"))
     if args.warm_only and not args.tune:
         for c in selected[shard[0]::shard[1]]:
-            run_case(c, warm_only=True)
+            ours_only(c, warm_only=True) if args.ours_only else run_case(c, warm_only=True)
         return
     if not args.warm_only:
         warm_gpu()
+    if args.issue11 or args.ours_only:
+        if args.issue11:
+            from bench_attention_features import issue11_rows
+            rows = issue11_rows()
+        else:
+            ours_only(selected[0])  # throwaway first case (see below)
+            rows = [ours_only(c) for c in selected]
+        _dump(args.out, rows)
+        return
     if args.tune:
         rows = tune(selected, args.warm_only, shard)
         if args.warm_only:
@@ -306,6 +332,40 @@ def main():
             _dump(args.out, rows)  # after every case: a run cut short keeps what it measured
     _dump(args.out, rows)
     (print_tune if args.tune else print_table)(rows)
+
+
+# ---- before/after: our kernel alone on the cases above, one process per source tree ----------
+
+def ours_only(c: Case, warm_only=False):
+    """Our median and CUDA-graph time on case ``c``: uses only the public function, so a tree
+    from before any change can be timed by the same script (PYTHONPATH)."""
+    lay = make_layout(c.layout, c.block, c.S).cuda()
+    q, k, v = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype, requires_grad=c.mode == "fwdbwd")
+               for _ in range(3))
+    run = step(lambda q, k, v: blocksparse_attention(q, k, v, lay, c.block), q, k, v, torch.randn_like(q), c.mode)
+    run()
+    if warm_only:
+        return None
+    row = dict(case_id=c.case_id, ms=triton.testing.do_bench(run, warmup=25, rep=200, return_mode="median"),
+               graph_ms=triton.testing.do_bench_cudagraph(run, rep=100, return_mode="median"))
+    print(f"{c.case_id:44s} {row['ms']:8.4f} ms  graph {row['graph_ms']:8.4f} ms", file=sys.stderr, flush=True)
+    return row
+
+
+def compare_ours(old_path, new_path):
+    """Per case: new time over old (median and graph replay); the worst, and the cases > 1.03."""
+    old, new = ({r["case_id"]: r for r in json.load(open(p))["results"]} for p in (old_path, new_path))
+    print(f"{'case':44s} {'old ms':>8s} {'new ms':>8s} {'new/old':>7s} {'graph new/old':>13s}")
+    worst = []
+    for cid, n in new.items():
+        if cid not in old:
+            continue
+        o = old[cid]
+        r, g = n["ms"] / o["ms"], n["graph_ms"] / o["graph_ms"]
+        worst.append((min(r, g), r, g, cid))
+        print(f"{cid:44s} {o['ms']:8.4f} {n['ms']:8.4f} {r:7.3f} {g:13.3f}{'  <-- > 1.03' if min(r, g) > 1.03 else ''}")
+    if worst:
+        print(f"worst new/old (the better of median and graph per case): {max(worst)[0]:.3f} ({max(worst)[3]})")
 
 
 def _dump(path, rows):

@@ -131,6 +131,13 @@ class SparseSelfAttention(nn.Module):
             self._ops[key] = make_op(self.backend, self.get_layout(L), self.block, device)
         return self._ops[key]
 
+    @torch.compiler.disable
+    def _cached_op(self, H: int, L: int, device, dtype):
+        """``get_ops`` outside ``torch.compile``'s tracing (one graph break): the op and its
+        layout crop are then real, long-lived objects, so a compiled forward reuses their cached
+        index tables instead of building a fresh layout (and tables) inside the graph each call."""
+        return self.get_ops(H, L, device, dtype)
+
     # -- inputs ---------------------------------------------------------------------------
     @staticmethod
     def transpose_key_for_scores(x: torch.Tensor, L: int) -> torch.Tensor:
@@ -195,6 +202,6 @@ class SparseSelfAttention(nn.Module):
         am = self.attn_mask_for_sparse(attn_mask, L, query.device)
         if rpe is not None:
             rpe = rpe.detach().to(query.device)  # as in DeepSpeed, rpe gets no gradient
-        op = self.get_ops(H, L, query.device, query.dtype)
+        op = self._cached_op(H, L, query.device, query.dtype)
         return op(query, key, value, causal=self.causal, kpm=kpm, kpm_mode=self.key_padding_mask_mode,
                   am=am, am_mode=self.attn_mask_mode, rpe=rpe)

@@ -10,6 +10,10 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # Triton's own @jit library (tl.zeros, ...) is decorated when triton.language is first
+    # imported: do it now, so a test that turns the interpreter off for a while (and compiles,
+    # which imports Triton) cannot leave non-interpretable helpers behind for later tests.
+    import triton.language  # noqa: F401,E402
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from sparsecli import (BigBirdSparsityConfig, DenseSparsityConfig, FixedSparsityConfig,
                        LocalSlidingWindowSparsityConfig, SparseSelfAttention, SparsityConfig)
 from sparsecli.kernels import blocksparse_attention_reference
+from sparsecli.kernels._checks import interpreting
 from tests.interpreter import run_interpreted
 
 BACKENDS = ("fused", "three_op")
@@ -303,3 +304,29 @@ def check_three_op_causal(L=64, D=16):
 def test_three_op_causal_under_triton_interpreter():
     run = run_interpreted("tests.test_attention_module", "check_three_op_causal")
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+# -- torch.compile -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=pytest.mark.skipif(not interpreting(), reason="needs TRITON_INTERPRET=1")),
+    pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_compiled_module_matches_eager_and_reuses_its_layout(monkeypatch, device):
+    """torch.compile(SparseSelfAttention) works from the first call (issue 11: it failed on a
+    guard over the layout cache), matches eager forward and backward, compiles once, and every
+    call hands the kernels the same layout object (so its cached index tables are reused)."""
+    from sparsecli.kernels import _attn_call
+
+    layouts, graphs = [], []
+    real = _attn_call._Plan  # looked up when a call runs: the spy sees every kernel call
+    monkeypatch.setattr(_attn_call, "_Plan", lambda args, *rest: layouts.append(id(args.layout)) or real(args, *rest))
+    torch._dynamo.reset()
+    m = SparseSelfAttention(fixed(H=2), max_seq_length=128).to(device)
+    compiled = torch.compile(m, backend=lambda gm, example: graphs.append(gm) or gm.forward)
+    q, k, v = qkv(H=2, L=64, device=device, grad=True)
+    for _ in range(3):
+        out = compiled(q, k, v)
+        got = torch.autograd.grad(out.sum(), (q, k, v))
+    want = torch.autograd.grad(m(q, k, v).sum(), (q, k, v))
+    assert torch.equal(out, m(q, k, v)) and all(torch.equal(a, b) for a, b in zip(got, want))
+    assert len(graphs) == 1 and len(layouts) >= 3 and len(set(layouts)) == 1

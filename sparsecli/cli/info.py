@@ -26,7 +26,8 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     elif env["triton_interpreter"]:
         path = "Triton kernels through the interpreter (slow; for tests)"
     else:
-        path = "PyTorch reference (dense math, O(S^2) memory); set TRITON_INTERPRET=1 to run the kernels"
+        path = ("PyTorch reference (block row by block row, O(S*block) memory); set TRITON_INTERPRET=1 to run "
+                "the kernels")
     env["cpu_path"] = path if not env["gpu"] else "PyTorch reference for CPU tensors"
     env["benchmark"] = "available" if env["gpu"] else "needs a CUDA GPU"
     if as_json:

@@ -16,7 +16,7 @@ def test_launch_steps_down_stages_until_shared_memory_fits():
     the launch retries with one stage fewer, and remembers the depth that fit."""
     from triton.runtime.errors import OutOfResources
 
-    from sparsecli.kernels import attention
+    from sparsecli.kernels import _attn_plan as attention
 
     class FakeKernel:
         def __init__(self, fits):
@@ -30,8 +30,7 @@ def test_launch_steps_down_stages_until_shared_memory_fits():
             return run
 
     q = torch.zeros(1, 1, 128, 32)
-    plan = attention._Plan(torch.ones(2, 2), 64, False, 1.0, None, 0, None, 0, None, 0, 0,
-                           (1, 1, 128, 32), torch.float16, q.device)
+    plan = attention._Plan(attention.AttnArgs(torch.ones(2, 2), 64), q.shape, q.shape, torch.float16, q.device)
     plan.configs["fwd"] = attention.KernelConfig(64, 64, 4, 4)
     sch = plan.schedule("fwd")
     kernel = FakeKernel(fits=2)
@@ -45,7 +44,7 @@ def test_launch_steps_down_stages_until_shared_memory_fits():
 
 
 def test_tma_needs_every_operand_aligned():
-    from sparsecli.kernels.attention import _has_tma
+    from sparsecli.kernels._attn_plan import _has_tma
 
     buf = torch.zeros(2 * 64 * 16 + 1, dtype=torch.float16)
     aligned, shifted = buf[:2048].view(1, 2, 64, 16), buf[1:2049].view(1, 2, 64, 16)
@@ -56,7 +55,7 @@ def test_tma_needs_every_operand_aligned():
 def test_rows_descriptor_matches_from_tensor():
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    from sparsecli.kernels.attention import _rows_descriptor
+    from sparsecli.kernels._attn_plan import _rows_descriptor
 
     x = torch.zeros(2, 3, 64, 32, dtype=torch.float16)
     got, want = _rows_descriptor(x, 16), TensorDescriptor.from_tensor(x.view(-1, 32), [16, 32])
@@ -68,7 +67,7 @@ def test_rows_descriptor_matches_from_tensor():
 
 def test_tma_follows_the_device_capability(monkeypatch):
     """The CUDA branch of the TMA choice, without a GPU: Hopper (9.x) and later take TMA."""
-    from sparsecli.kernels import attention
+    from sparsecli.kernels import _attn_plan as attention
 
     class FakeCuda:
         is_cuda = True
@@ -83,3 +82,38 @@ def test_tma_follows_the_device_capability(monkeypatch):
         assert attention._has_tma(FakeCuda(), FakeCuda()) is want
     assert seen == [1, 1, 1]
     assert attention._device_index(torch.device("cuda", 3)) == 3
+
+
+def test_second_call_builds_nothing(monkeypatch):
+    """Schedules, configs and launch knobs come from the layout cache after the first call: the
+    hot path reads no layout contents (no host sync on a GPU layout, nothing for torch.compile
+    or a CUDA graph to trip over)."""
+    from sparsecli.kernels import _attn_plan, lut
+
+    q = torch.zeros(1, 4, 100, 24)
+    kv = torch.zeros(1, 2, 70, 24)
+    args = _attn_plan.AttnArgs(torch.ones(4, 7, 5), 16, True, 0.2)
+    builds = []
+    real_schedule, real_static = lut._build_schedule, _attn_plan._Static
+
+    monkeypatch.setattr(lut, "_build_schedule", lambda *a: builds.append("schedule") or real_schedule(*a))
+    monkeypatch.setattr(_attn_plan, "_Static", lambda *a: builds.append("static") or real_static(*a))
+    calls = []
+    for _ in range(2):
+        builds.clear()
+        plan = _attn_plan._Plan(args, q.shape, kv.shape, torch.float16, q.device)
+        for which in ("fwd", "dq", "dkdv"):
+            plan.schedule(which)
+        calls.append(list(builds))
+    assert calls[0].count("static") == 1 and calls[0].count("schedule") >= 2  # fwd and dQ may share one
+    assert calls[1] == []
+
+
+def test_padded_head_dim_descriptor():
+    """TMA tiles of a head dim that is not a power of two are HEAD_DIM wide; the tensor's own D
+    bounds the copy, so the columns past it read as zeros."""
+    from sparsecli.kernels._attn_plan import _rows_descriptor
+
+    x = torch.zeros(1, 2, 64, 40, dtype=torch.float16)
+    d = _rows_descriptor(x, 32, 64)
+    assert (list(d.shape), list(d.block_shape), list(d.strides)) == ([128, 40], [32, 64], [40, 1])

@@ -1,0 +1,158 @@
+"""Issue-11 table: GQA vs MHA, head dims 96/256 vs 128, decode vs FlexAttention, and a compiled
+GQA model step vs eager. Run through ``python scripts/bench_attention.py --issue11``.
+
+Every row checks its output on the same inputs before timing (against MHA with repeated K/V, the
+PyTorch reference on one (batch, head) slice, Flex, or eager). Times are ``do_bench`` medians and
+CUDA-graph replays (GPU time without host overhead); TF/s count non-zero blocks with the real D.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+import triton
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+from bench_attention import make_layout, rel, step
+from sparsecli.kernels import blocksparse_attention, blocksparse_attention_reference
+
+BF16 = torch.bfloat16
+
+
+def _time(fn):
+    """(do_bench median ms, CUDA-graph replay median ms or None)."""
+    ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    try:
+        graph = triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median")
+    except Exception as e:  # noqa: BLE001 - a capture failure is reported, not fatal
+        print(f"  graph capture failed: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+        graph = None
+    return ms, graph
+
+
+def _qkv(B, Hq, Hkv, Sq, Sk, D, grad):
+    q = torch.randn(B, Hq, Sq, D, device="cuda", dtype=BF16, requires_grad=grad)
+    k, v = (torch.randn(B, Hkv, Sk, D, device="cuda", dtype=BF16, requires_grad=grad) for _ in range(2))
+    return q, k, v
+
+
+def gqa_rows():
+    """GQA (Hq 32, Hkv 8) against the same layout as MHA (Hq 32): target time <= 1.0x."""
+    rows = []
+    for kind in ("bigbird", "sliding"):
+        lay = make_layout(kind, 128, 8192, heads=32).cuda()
+        for mode in ("fwd", "fwdbwd"):
+            grad = mode == "fwdbwd"
+            q, k, v = _qkv(2, 32, 8, 8192, 8192, 128, grad)
+            k32, v32 = (t.detach().repeat_interleave(4, 1).requires_grad_(grad) for t in (k, v))
+            fn = lambda q, k, v: blocksparse_attention(q, k, v, lay, 128)  # noqa: E731
+            with torch.no_grad():
+                err = rel(fn(q, k, v), fn(q, k32, v32))
+            dout = torch.randn_like(q)
+            gqa, gqa_g = _time(step(fn, q, k, v, dout, mode))
+            mha, mha_g = _time(step(fn, q, k32, v32, dout, mode))
+            rows.append(dict(case_id=f"gqa-{kind}-b128-S8192-B2-Hq32-Hkv8-D128-bf16-{mode}", gqa_ms=gqa,
+                             mha_ms=mha, gqa_over_mha=gqa / mha, gqa_graph_ms=gqa_g, mha_graph_ms=mha_g,
+                             graph_gqa_over_mha=gqa_g / mha_g if gqa_g and mha_g else None, rel_err_vs_mha=err))
+            _print(rows[-1])
+    return rows
+
+
+def head_dim_rows():
+    """D96 and D256 TF/s as a fraction of D128 (targets >= 0.8 and >= 0.7), sliding b128."""
+    rows, lay = [], make_layout("sliding", 128, 8192).cuda()
+    nnz = int(lay.sum())
+    for mode in ("fwd", "fwdbwd"):
+        base = None
+        for D in (128, 96, 256):
+            q, k, v = _qkv(4, 16, 16, 8192, 8192, D, mode == "fwdbwd")
+            fn = lambda q, k, v: blocksparse_attention(q, k, v, lay, 128)  # noqa: E731
+            with torch.no_grad():  # one (batch, head) slice against the PyTorch reference
+                err = rel(fn(q, k, v)[:1, :1], blocksparse_attention_reference(
+                    q[:1, :1], k[:1, :1], v[:1, :1], lay[:1], 128, compute_dtype=torch.float32))
+            ms, graph = _time(step(fn, q, k, v, torch.randn_like(q), mode))
+            tflops = 4 * 4 * nnz * 128**2 * D * (3.5 if mode == "fwdbwd" else 1.0) / ms / 1e9
+            base = tflops if D == 128 else base
+            rows.append(dict(case_id=f"headdim-sliding-b128-S8192-B4-H16-D{D}-bf16-{mode}", ms=ms, graph_ms=graph,
+                             tflops=tflops, tflops_over_d128=tflops / base, rel_err_vs_reference=err))
+            _print(rows[-1])
+    return rows
+
+
+def decode_rows():
+    """One query (Sq 1) against a 32k cache, BigBird's last row, B 16, Hq 32, Hkv 8: vs Flex."""
+    S, block, B = 32768, 128, 16
+    lay = make_layout("bigbird", block, S, heads=32)[:, -1:, :].contiguous().cuda()  # (32, 1, 256)
+    q, k, v = _qkv(B, 32, 8, 1, S, 128, False)
+    ours = lambda: blocksparse_attention(q, k, v, lay, block)  # noqa: E731
+    # Flex on the same pattern: the single query sits at the cache's end, key block j kept if set.
+    bm = create_block_mask(lambda b, h, q_idx, kv_idx: lay[h, 0, kv_idx // block] != 0, None, 32, 1, S,
+                           device="cuda", BLOCK_SIZE=block)
+    flex = torch.compile(flex_attention)
+    flex_fn = lambda: flex(q, k, v, block_mask=bm, enable_gqa=True)  # noqa: E731
+    err = rel(ours(), flex_fn())
+    o_ms, o_g = _time(ours)
+    f_ms, f_g = _time(flex_fn)
+    row = dict(case_id="decode-bigbird-b128-Sq1-Sk32768-B16-Hq32-Hkv8-D128-bf16", ours_ms=o_ms, flex_ms=f_ms,
+               ours_over_flex=o_ms / f_ms, ours_graph_ms=o_g, flex_graph_ms=f_g,
+               graph_ours_over_flex=o_g / f_g if o_g and f_g else None, rel_err_vs_flex=err)
+    _print(row)
+    return [row]
+
+
+class _GQABlock(torch.nn.Module):
+    """Projections + block-sparse GQA attention + output projection: one model layer's attention."""
+
+    def __init__(self, hidden, Hq, Hkv, D, layout, block):
+        super().__init__()
+        self.Hq, self.Hkv, self.D, self.block = Hq, Hkv, D, block
+        self.wq = torch.nn.Linear(hidden, Hq * D, bias=False)
+        self.wkv = torch.nn.Linear(hidden, 2 * Hkv * D, bias=False)
+        self.wo = torch.nn.Linear(Hq * D, hidden, bias=False)
+        self.register_buffer("layout", layout)
+
+    def forward(self, x):
+        B, S, _ = x.shape
+        q = self.wq(x).view(B, S, self.Hq, self.D).transpose(1, 2)
+        k, v = self.wkv(x).view(B, S, 2, self.Hkv, self.D).permute(2, 0, 3, 1, 4)
+        out = blocksparse_attention(q, k, v, self.layout, self.block, causal=True)
+        return self.wo(out.transpose(1, 2).reshape(B, S, -1))
+
+
+def model_step_rows():
+    """A GQA attention layer's forward + backward, torch.compile(fullgraph=True) vs eager."""
+    torch._dynamo.reset()
+    lay = make_layout("sliding", 128, 4096, heads=32).cuda()
+    model = _GQABlock(4096, 32, 8, 128, lay, 128).cuda().to(BF16)
+    x = torch.randn(2, 4096, 4096, device="cuda", dtype=BF16)
+    params = list(model.parameters())
+
+    def run(m):
+        return torch.autograd.grad(m(x).float().square().mean(), params)
+
+    compiled = torch.compile(model, fullgraph=True)
+    want, got = run(model), run(compiled)
+    err = max(rel(a, b) for a, b in zip(got, want))
+    e_ms, e_g = _time(lambda: run(model))
+    c_ms, c_g = _time(lambda: run(compiled))
+    row = dict(case_id="model-step-gqa-sliding-b128-S4096-B2-Hq32-Hkv8-D128-bf16", eager_ms=e_ms, compiled_ms=c_ms,
+               compiled_over_eager=c_ms / e_ms, eager_graph_ms=e_g, compiled_graph_ms=c_g,
+               rel_err_grads=err)
+    _print(row)
+    return [row]
+
+
+def issue11_rows():
+    rows = []
+    for part in (gqa_rows, head_dim_rows, decode_rows, model_step_rows):
+        try:
+            rows += part()
+        except Exception as e:  # noqa: BLE001 - a failing part says why in the JSON
+            rows.append(dict(case_id=part.__name__, error=f"{type(e).__name__}: {str(e)[:300]}"))
+            _print(rows[-1])
+    return rows
+
+
+def _print(row):
+    print("  " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+          file=sys.stderr, flush=True)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Issue 11 on one GPU, in one call (docs/perf-notes.md, "Issue 11"). Steps, all by default:
+#   tests   the GPU tier of the attention kernel tests, new grid included     -> $OUT/pytest.txt
+#   table   the issue-11 table (GQA, head dims, decode vs Flex, compiled step) -> $OUT/issue11.json
+#   before  our kernel on every pre-existing case, pre-change tree vs this one -> $OUT/ours-{old,new}.json
+#   host    host time per call, pre-change tree vs this one (stdout)
+#   tune    the tile sweep for head dims 96 and 256                             -> $OUT/tune.json
+# Everything else goes to stdout (the caller tees it): $OUT holds at most 6 files.
+#
+#   OLD=/path/to/pre-change/tree bash scripts/gpu_issue11.sh [STEP ...]    # from this tree's root
+set -uo pipefail
+OUT=${OUT:-/tmp/issue11}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
+steps=${*:-tests table before host}
+new=$(pwd)
+old=$(cd "${OLD:-$new}" && pwd)
+
+# Each tree is imported as `sparsecli` through a folder of links laid out as its setuptools
+# package-dir mapping (kernels/ and presets/ inside sparsecli/): no install, and the two trees'
+# processes differ only in the tree.
+link_tree() {
+  local d=/tmp/pkg-$1
+  rm -rf "$d" && mkdir -p "$d/sparsecli"
+  ln -s "$2"/sparsecli/* "$d/sparsecli/" && ln -s "$2/kernels" "$d/sparsecli/kernels" && ln -s "$2/presets" "$d/sparsecli/presets"
+  echo "$d"
+}
+P_NEW=$(link_tree new "$new")
+P_OLD=$(link_tree old "$old")
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv
+
+for step in $steps; do
+  case $step in
+  tests)
+    echo "== GPU tier of the attention kernel tests"
+    # importlib mode: pytest leaves sys.path alone, so `sparsecli` is the linked package and
+    # `tests` this tree's (listed after it), not a same-named package of the image.
+    PYTHONPATH=$P_NEW:$new timeout "${TEST_S:-150}" python3 -m pytest tests/kernels/test_attention.py \
+      tests/kernels/test_attention_features.py tests/kernels/test_attention_compile.py \
+      tests/kernels/test_attention_launch.py -m gpu -q -n 16 --import-mode=importlib -p no:cacheprovider \
+      > "$OUT/pytest.txt" 2>&1
+    tail -15 "$OUT/pytest.txt" ;;
+  table)
+    echo "== issue-11 table"
+    PYTHONPATH=$P_NEW timeout "${TABLE_S:-150}" python3 scripts/bench_attention.py --issue11 \
+      --out "$OUT/issue11.json" ;;
+  before)
+    echo "== our kernel before/after on the pre-existing cases"
+    for tree in old new; do
+      P=$P_NEW && [ $tree = old ] && P=$P_OLD
+      for i in 0 1 2 3 4 5 6 7; do  # compile every case's kernels in parallel first (Triton's disk cache)
+        PYTHONPATH=$P python3 scripts/bench_attention.py --ours-only --warm-only --shard $i/8 > /dev/null 2>&1 &
+      done
+      wait
+      PYTHONPATH=$P timeout 60 python3 scripts/bench_attention.py --ours-only --out "$OUT/ours-$tree.json" 2>&1 | tail -1
+    done
+    PYTHONPATH=$P_NEW python3 scripts/bench_attention.py --compare-ours "$OUT/ours-old.json" "$OUT/ours-new.json" ;;
+  host)
+    echo "== host time per call (tiny problem, GPU idle)"
+    for tree in old new old new; do
+      P=$P_NEW && [ $tree = old ] && P=$P_OLD
+      echo -n "$tree: " && PYTHONPATH=$P python3 scripts/host_overhead.py --cuda --calls 200
+    done ;;
+  tune)
+    echo "== tile sweep, head dims 96 and 256"
+    PYTHONPATH=$P_NEW timeout "${TUNE_S:-150}" python3 scripts/bench_attention.py --tune --cases D96 D256 \
+      --out "$OUT/tune.json" ;;
+  esac
+done
