@@ -55,6 +55,9 @@ def _setup_context(ctx, inputs, output):
     q, k, v, layout, block, causal, sm_scale, kpm, kpm_mode, am, am_mode, rpe, ids = inputs
     ctx.save_for_backward(q, k, v, output[0], output[1], layout, kpm, am, rpe, ids)
     ctx.scalars = (block, causal, sm_scale, kpm_mode, am_mode)
+    # An unused lse keeps a None gradient (as in eager): materialised, the compiled backward
+    # filled a (B, H, Sq) zeros tensor, scaled it and read it in the dQ kernel on every step.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, dout, dlse):
