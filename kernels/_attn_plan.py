@@ -44,12 +44,20 @@ def default_configs(block: int, head_dim: int, dtype: torch.dtype, row_keys: flo
     5 stages deep; at block 64 it takes 64 keys over 32-query steps, 2 stages. D128 keeps 64x64
     backward tiles (every other shape tried, 10 of them, was 2-100% slower), with dK/dV's scores
     queries x keys so K and V stay in shared memory (spills 12 -> 2 registers, 1-3% faster;
-    4-35% slower at D64: run 14), and a 4-stage 128x64 forward. D256 halves the tiles' token
-    sides and doubles the warps, so the fp32 accumulators (64 x 256) stay in registers.
+    4-35% slower at D64: run 14), and a 4-stage 128x64 forward. D256 runs 8 warps, two warpgroups
+    of 64 rows each holding a 64 x 256 fp32 accumulator (FlashAttention's 128-query forward and
+    64 x 64 backward tiles at this head dim): every dot stays on Hopper's warpgroup MMA with
+    M >= 64 per warpgroup (the earlier 32-query dK/dV steps compiled to mma.sync with K and V in
+    registers: 0.38x D128's fwd+bwd TF/s), no spills, 2 stages in 197-206 KB of shared memory
+    (scripts/compile_sm90.py --candidates 256). fp32 tiles are twice the bytes: they keep the
+    64 x 32 shapes that fit.
     """
     if head_dim >= 256:
-        return (KernelConfig(64, 64, 8, 2), KernelConfig(64, 32, 8, 2, query_major=True),
-                KernelConfig(64, 32, 8, 2))
+        if dtype == torch.float32:
+            return (KernelConfig(64, 64, 8, 2), KernelConfig(64, 32, 8, 2, query_major=True),
+                    KernelConfig(64, 32, 8, 2))
+        fwd = KernelConfig(128, 64, 8, 2) if block >= 128 else KernelConfig(64, 64, 8, 2)
+        return fwd, KernelConfig(64, 64, 8, 2, query_major=True), KernelConfig(64, 64, 8, 2)
     if head_dim >= 128:
         dkdv = KernelConfig(64, 64, 4, 3, query_major=True)
         return KernelConfig(128, 64, 4, 4), dkdv, KernelConfig(64, 64, 4, 3)

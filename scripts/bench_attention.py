@@ -194,9 +194,15 @@ TUNE = {
     ("dq", 64): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 3)),
     ("dq", 128): _cfgs((64, 64, 4, 3), (64, 32, 4, 3)),
     # D256 (issue 11's first run: 0.51x D128's TF/s forward, 0.38x fwd+bwd with the defaults)
-    ("fwd", 256): _cfgs((64, 64, 8, 2), (128, 64, 8, 2), (128, 32, 8, 3), (64, 32, 4, 2)),
-    ("dkdv", 256): _cfgs((64, 32, 8, 2), (64, 64, 8, 1), query_major=True) + _cfgs((64, 32, 8, 2), (32, 32, 4, 2)),
-    ("dq", 256): _cfgs((64, 32, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (32, 32, 4, 2)),
+    ("fwd", 256): _cfgs((64, 64, 8, 2), (128, 64, 8, 2), (128, 32, 8, 3), (128, 32, 8, 2), (64, 64, 4, 2),
+                        (128, 128, 8, 1)),
+    ("dkdv", 256): _cfgs((64, 32, 8, 2), (64, 64, 8, 2), (64, 64, 8, 1), query_major=True)
+    + _cfgs((64, 32, 8, 2), (64, 64, 8, 2), (64, 64, 4, 2)),
+    ("dq", 256): _cfgs((64, 32, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)),
+    # D96 runs the D128 tiles (HEAD_DIM 128) on 75% of the bytes
+    ("fwd", 96): _cfgs((128, 64, 4, 4), (128, 64, 4, 3), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3)),
+    ("dkdv", 96): _cfgs((64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 4, 2), query_major=True) + _cfgs((64, 64, 4, 3)),
+    ("dq", 96): _cfgs((64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 8, 2)),
 }
 # Representative cases: short rows (sliding), long rows (Fixed, dense), both head dims.
 # Shapes only the sweep times (not in the before/after table): head dims issue 11 added.
@@ -210,7 +216,12 @@ def _tune_tasks(selected):
     """(case, pass, config) to time: each pass's configs vary alone, the others stay default."""
     return [(c, which, cfg) for c in selected
             for which in (("fwd",) if c.mode == "fwd" else ("dq", "dkdv"))
-            for cfg in [None] + TUNE[(which, 64 if c.D <= 64 else 128 if c.D <= 128 else 256)]]  # None: the default
+            for cfg in [None] + TUNE[(which, _tune_dim(which, c.D))]]  # None: the default
+
+
+def _tune_dim(which, D):
+    """The TUNE list a head dim takes: its own, else its tiles' power of two's."""
+    return D if (which, D) in TUNE else 64 if D <= 64 else 128 if D <= 128 else 256
 
 
 def tune(selected, warm_only=False, shard=(0, 1)):

@@ -4,15 +4,19 @@ Runs ``blocksparse_attention`` forward and backward on CPU tensors through the k
 Triton's real compiler (not the interpreter) pointed at a CUDA 9.0 target: every kernel variant a
 call would launch is compiled to a cubin (ptxas ships with Triton) and nothing is launched. It
 catches compile errors that the interpreter lets through, costs no device time, and prints each
-variant's registers, spills and shared memory.
+variant's registers, spills, shared memory and which MMA instruction its dots became (wgmma:
+Hopper's warpgroup MMA; mma.sync: the Ampere path Triton falls back to, e.g. for a dot whose M
+is below 64 per warpgroup).
 
     python scripts/compile_sm90.py              # the variants of the GPU test grid's shapes
     TRITON_CACHE_DIR=/tmp/tc python scripts/compile_sm90.py --tma off
+    python scripts/compile_sm90.py --candidates 96 256   # bench_attention.py's TUNE lists
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 os.environ["TRITON_INTERPRET"] = "0"  # before Triton is imported: real JITFunctions
 
@@ -22,6 +26,10 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 SEEN: dict = {}
+# Shared memory a block may use on sm90 (227 KiB, cudaDevAttrMaxSharedMemoryPerBlockOptin).
+SM90_SHARED = 232448
+KEYS = ("HEAD_DIM", "D", "BLOCK_M", "BLOCK_N", "NSEG", "EVEN", "SEGMENTS", "GQA", "TMA", "KEYS_OUTER",
+        "QUERY_MAJOR")
 
 
 class _Sm90Driver:
@@ -39,12 +47,12 @@ class _Sm90Driver:
 
 def _compile_only(self, *args, grid, warmup, **kwargs):
     kernel = _RUN(self, *args, grid=grid, warmup=True, **kwargs)
-    meta = kernel.metadata
-    key = (self.fn.__name__, *(f"{k}={kwargs[k]}" for k in ("HEAD_DIM", "D", "BLOCK_M", "BLOCK_N", "NSEG",
-                                                           "EVEN", "SEGMENTS", "GQA", "TMA", "KEYS_OUTER")
-                                 if k in kwargs), f"w{kwargs.get('num_warps')}s{kwargs.get('num_stages')}")
+    key = (self.fn.__name__, *(f"{k}={kwargs[k]}" for k in KEYS if k in kwargs),
+           f"w{kwargs.get('num_warps')}s{kwargs.get('num_stages')}")
     if key not in SEEN:
-        SEEN[key] = (*_resource_usage(kernel.asm["cubin"]), meta.shared)
+        ptx = kernel.asm["ptx"]
+        SEEN[key] = (*_resource_usage(kernel.asm["cubin"]), kernel.metadata.shared,
+                     ptx.count("wgmma.mma_async."), ptx.count("mma.sync."))
     return kernel
 
 
@@ -67,9 +75,38 @@ def _resource_usage(cubin: bytes):
 _RUN = JITFunction.run
 
 
+def _call(blocksparse_attention, B, Hq, Hkv, Sq, Sk, D, block, causal=False, segments=False,
+          dtype=torch.bfloat16, backward=True):
+    """One call (and its backward) on zero CPU tensors: compiles what it would launch."""
+    lay = torch.ones(Hq, -(-Sq // block), -(-Sk // block), dtype=torch.bool)
+    q = torch.zeros(B, Hq, Sq, D, dtype=dtype, requires_grad=True)
+    k, v = (torch.zeros(B, Hkv, Sk, D, dtype=dtype, requires_grad=True) for _ in range(2))
+    ids = torch.zeros(B, Sq, dtype=torch.int32) if segments else None
+    out, lse = blocksparse_attention(q, k, v, lay, block, causal=causal, segment_ids=ids, return_lse=True)
+    if backward:
+        torch.autograd.grad((out, lse), (q, k, v), (torch.zeros_like(out), torch.zeros_like(lse)))
+
+
+def _candidates(head_dims, attn_plan, blocksparse_attention):
+    """Every config of bench_attention.py's TUNE lists for these head dims, on the sweep's shape
+    (sliding-window rows at block 128, full tiles, TMA), one pass varied at a time."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_attention import TUNE
+
+    for D in head_dims:
+        defaults = attn_plan.default_configs(128, attn_plan.tile_head_dim(D), torch.bfloat16)
+        for i, which in enumerate(("fwd", "dkdv", "dq")):
+            for cfg in dict.fromkeys([defaults[i], *TUNE[(which, D)]]):
+                attn_plan.CONFIG_OVERRIDE = tuple(cfg if j == i else c for j, c in enumerate(defaults))
+                _call(blocksparse_attention, 2, 2, 2, 1024, 1024, D, 128, backward=which != "fwd")
+    attn_plan.CONFIG_OVERRIDE = None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tma", choices=("on", "off", "both"), default="both")
+    ap.add_argument("--candidates", nargs="+", type=int, metavar="D",
+                    help="compile bench_attention.py's TUNE configs for these head dims (TMA on) instead")
     args = ap.parse_args()
     triton.runtime.driver.set_active(_Sm90Driver())
     JITFunction.run = _compile_only
@@ -87,18 +124,20 @@ def main():
         (1, 4, 2, 512, 512, 8, 64, False, False, torch.float16),
         (2, 4, 2, 2048, 2048, 64, 16, True, True, torch.bfloat16),
     ]
-    for tma in ((True, False) if args.tma == "both" else (args.tma == "on",)):
+    if args.candidates:
+        _attn_plan._has_tma = lambda *xs: True
+        _candidates(args.candidates, _attn_plan, blocksparse_attention)
+    for tma in () if args.candidates else (True, False) if args.tma == "both" else (args.tma == "on",):
         _attn_plan._has_tma = lambda *xs, tma=tma: tma
-        for B, Hq, Hkv, Sq, Sk, D, block, causal, segments, dtype in cases:
-            lay = torch.ones(Hq, -(-Sq // block), -(-Sk // block), dtype=torch.bool)
-            q = torch.zeros(B, Hq, Sq, D, dtype=dtype, requires_grad=True)
-            k, v = (torch.zeros(B, Hkv, Sk, D, dtype=dtype, requires_grad=True) for _ in range(2))
-            ids = torch.zeros(B, Sq, dtype=torch.int32) if segments else None
-            out, lse = blocksparse_attention(q, k, v, lay, block, causal=causal, segment_ids=ids, return_lse=True)
-            torch.autograd.grad((out, lse), (q, k, v), (torch.zeros_like(out), torch.zeros_like(lse)))
-    print("kernel, constexprs, warps/stages: registers, local (spill) bytes per thread, shared bytes")
-    for key, (regs, spills, smem) in SEEN.items():
-        print(f"  {' '.join(map(str, key))}: {regs}, {spills}, {smem}")
+        for case in cases:
+            _call(blocksparse_attention, *case)
+    print("kernel, constexprs, warps/stages: registers, local (spill) bytes per thread, shared bytes, "
+          "wgmma / mma.sync instructions")
+    for key, (regs, spills, smem, wgmma, mma) in SEEN.items():
+        flags = [f for f, bad in (("SPILLS", spills), ("SHARED>227K", smem > SM90_SHARED), ("MMA.SYNC", mma))
+                 if bad]
+        print(f"  {' '.join(map(str, key))}: {regs}, {spills}, {smem}, {wgmma} / {mma}"
+              f"{'  <-- ' + ' '.join(flags) if flags else ''}")
 
 
 if __name__ == "__main__":
