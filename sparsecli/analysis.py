@@ -104,15 +104,14 @@ class _HeadFigures:
     nonzero: np.ndarray | None  # flat indices i * nb + j, kept for the reach figure (small layouts only)
 
 
-def _head_figures(head: np.ndarray, block: int, keep: bool) -> _HeadFigures:
-    nb = head.shape[0]
-    idx = np.flatnonzero(head)  # O(nnz) from here on
-    rows, cols = np.divmod(idx, nb)
+def _head_figures(head: np.ndarray, block: int, unidirectional: bool, keep: bool) -> _HeadFigures:
+    # Allocations stay at a byte or two per block (no index arrays, 24 bytes per block of a dense
+    # head, unless the reach figure needs them, which is only computed up to 1024 blocks).
     return _HeadFigures(
-        per_row=np.bincount(rows, minlength=nb),
-        future=int(np.count_nonzero(cols > rows)),
+        per_row=np.count_nonzero(head, axis=1),
+        future=int(np.count_nonzero(np.triu(head, 1))) if unidirectional else 0,
         tiles={t: tiles_hit(head, block, t) if block in KERNEL_BLOCKS else None for t in KERNEL_TILES},
-        nonzero=idx if keep else None,
+        nonzero=np.flatnonzero(head) if keep else None,
     )
 
 
@@ -137,7 +136,7 @@ def analyze(layout: torch.Tensor, block: int, kind: str = "custom", attention: s
     if unidirectional is None:
         unidirectional = attention == "unidirectional"
     reach_wanted = 0 < nb <= MAX_REACH_BLOCKS
-    figures = [(_head_figures(head_bool(layout, first), block, reach_wanted), len(members))
+    figures = [(_head_figures(head_bool(layout, first), block, unidirectional, reach_wanted), len(members))
                for first, members in groups]
     per_row = np.zeros((H, nb), dtype=np.int64)
     for (first, members), (f, _) in zip(groups, figures):

@@ -25,6 +25,8 @@ def write_with(path: str | Path, writer: Callable[[BinaryIO], object]) -> Path:
         raise UserError(f"cannot write {path}: directory {parent} does not exist")
     if path.is_dir():
         raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    if path.exists() and not path.is_file():  # renaming over /dev/full or a FIFO would replace the node itself
+        raise UserError(f"cannot write {path}: not a regular file; give a file path")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:

@@ -7,6 +7,7 @@ CLI (``layout --from``, ``bench --layout``) can show it as one line.
 """
 from __future__ import annotations
 
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -28,10 +29,12 @@ def load_layout(path: str | Path):
         raise ValueError(f"{path}: is a directory; give a layout file")
     try:
         data = _read(path, suffix)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) of garbage or of arbitrary objects
+        raise ValueError(f"{path}: cannot read it as a .pt layout (not a torch.save file of a tensor)") from None
     except (OSError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile, KeyError) as e:
         if isinstance(e, ValueError) and str(e).startswith(f"{path}:"):
             raise
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise ValueError(f"{path}: cannot read it as a {suffix} layout ({why})") from None
     if isinstance(data, np.ndarray):
         if data.dtype == object or not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 
 LAYOUT_BYTES_PER_BLOCK = 8  # int64, per head
-WORK_BYTES_PER_HEAD_BLOCK = 24  # per block of one head: the peak of the per-head passes
-BASE_BYTES = 450 * 2**20  # Python + torch + numpy + matplotlib loaded
+WORK_BYTES_PER_HEAD_BLOCK = 12  # per block of one head: the peak of the per-head passes
+BASE_BYTES = 350 * 2**20  # Python + torch + numpy + matplotlib loaded
 FIT_FRACTION = 0.85  # of the available memory; the rest is headroom for the estimate's error
 
 

@@ -50,6 +50,21 @@ def pooled_fraction(head: torch.Tensor, k: int) -> torch.Tensor:
 
 def layout_heatmap(layout: torch.Tensor, groups, title: str, path: str | Path) -> Path:
     """Write one panel per (first head, members) group to ``path`` (PNG, atomically) and return it."""
+    return save(layout_figure(layout, groups, title), path)
+
+
+def difference_heatmap(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[str, str], title: str,
+                       path: str | Path) -> Path:
+    """Write ``difference_figure`` to ``path`` (atomically) and return it."""
+    return save(difference_figure(a, b, groups, labels, title), path)
+
+
+def save(fig, path: str | Path) -> Path:
+    return write_with(path, lambda f: fig.savefig(f, format=_format(path)))
+
+
+def layout_figure(layout: torch.Tensor, groups, title: str):
+    """One panel per (first head, members) group, each pixel shaded by the fraction present."""
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list("layout", [ABSENT, PRESENT])
@@ -59,12 +74,11 @@ def layout_heatmap(layout: torch.Tensor, groups, title: str, path: str | Path) -
     def image(first):
         return pooled_fraction(layout[first].bool(), k).numpy()
 
-    return _panels(groups, nb, k, title, path, lambda ax, first: ax.imshow(
+    return _panels(groups, nb, k, title, lambda ax, first: ax.imshow(
         image(first), cmap=cmap, vmin=0, vmax=1, interpolation="nearest", extent=(-0.5, nb - 0.5, nb - 0.5, -0.5)))
 
 
-def difference_heatmap(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[str, str], title: str,
-                       path: str | Path) -> Path:
+def difference_figure(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[str, str], title: str):
     """Panels of what ``a`` has that ``b`` lacks and the reverse (and, grey, what both have);
     ``groups`` are the distinct head pairs. Pooled pixels mix the colours by fraction."""
     from matplotlib.colors import to_rgb
@@ -83,11 +97,11 @@ def difference_heatmap(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[s
 
     legend = [Patch(color=ONLY_A, label=f"only {labels[0]}"), Patch(color=ONLY_B, label=f"only {labels[1]}"),
               Patch(color=BOTH, label="both")]
-    return _panels(groups, nb, k, title, path, lambda ax, first: ax.imshow(
+    return _panels(groups, nb, k, title, lambda ax, first: ax.imshow(
         image(first), interpolation="nearest", extent=(-0.5, nb - 0.5, nb - 0.5, -0.5)), legend)
 
 
-def _panels(groups, nb: int, k: int, title: str, path, draw, legend=None) -> Path:
+def _panels(groups, nb: int, k: int, title: str, draw, legend=None):
     from matplotlib.figure import Figure
 
     shown = groups[:MAX_PANELS]
@@ -113,7 +127,7 @@ def _panels(groups, nb: int, k: int, title: str, path, draw, legend=None) -> Pat
     if legend:
         fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), fontsize=8, frameon=False)
     fig.suptitle(_wrap(title, width), fontsize=TITLE_POINTS)
-    return write_with(path, lambda f: fig.savefig(f, format=_format(path)))
+    return fig
 
 
 def _wrap(title: str, width_inches: float) -> str:

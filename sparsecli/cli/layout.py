@@ -47,9 +47,9 @@ def _cfg(name: str, example: str = "", default: str | None = None):
 @app.command(no_args_is_help=True)
 def layout(
     kind: Annotated[Optional[Mode], typer.Argument(help="Layout kind (or give --preset or --from).", show_default=False)] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Bundled preset name or YAML path.", rich_help_panel=IN)] = None,
-    from_file: Annotated[Optional[Path], typer.Option("--from", help="Read the layout from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", rich_help_panel=IN)] = None,
-    vs: Annotated[Optional[str], typer.Option("--vs", help="Compare with B: a KIND (A's seq, heads and block), a preset (NAME.yaml or a path) or a layout file.", rich_help_panel=IN)] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Bundled preset name or YAML path.", show_default="none: give a KIND", rich_help_panel=IN)] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", help="Read the layout from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", show_default="none", rich_help_panel=IN)] = None,
+    vs: Annotated[Optional[str], typer.Option("--vs", help="Compare with B: a KIND (A's seq, heads and block), a preset (NAME.yaml or a path) or a layout file.", show_default="no comparison", rich_help_panel=IN)] = None,
     seq: Annotated[Optional[int], typer.Option("--seq", "-s", help="Sequence length in tokens.", show_default=f"the preset's, else {DEFAULT_SEQ}", rich_help_panel=IN)] = None,
     heads: Annotated[Optional[int], typer.Option("--heads", "-H", help="Attention heads (num_heads).", show_default=f"the preset's, else {DEFAULT_HEADS}", rich_help_panel=IN)] = None,
     seed: Annotated[Optional[int], typer.Option(help="random.seed() before make_layout, for the random kinds.", show_default="the preset's seed, else 0", rich_help_panel=IN)] = None,
@@ -69,7 +69,7 @@ def layout(
     num_sink_blocks: Annotated[Optional[int], _cfg("num_sink_blocks")] = None,
     stride: Annotated[Optional[int], _cfg("stride")] = None,
     document_lengths: Annotated[Optional[str], _cfg("document_lengths", example=", e.g. 1000,3096")] = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Write a heatmap PNG (with --vs: of the difference).", rich_help_panel=OUT)] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Write a heatmap PNG (with --vs: of the difference).", show_default="off", rich_help_panel=OUT)] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Path for --plot.", show_default="KIND_seqN_bB.png", rich_help_panel=OUT)] = None,
     title: Annotated[Optional[str], typer.Option(help="Heatmap title.", show_default="KIND · seq · block · density", rich_help_panel=OUT)] = None,
     head: Annotated[Optional[int], typer.Option(help="Show only this head.", show_default="every distinct head layout", rich_help_panel=OUT)] = None,

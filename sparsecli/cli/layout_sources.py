@@ -66,7 +66,7 @@ def plan_preset(ref: str, heads: int | None, seq: int | None, seed: int | None, 
     p = load_preset(ref)
     spec = p.sparsity
     if isinstance(spec, CompositeSpec):
-        applicable = {k: v for k, v in flags.items() if k == "block"}
+        applicable = dict(flags)  # override() accepts only --block and says to edit the file for the rest
         sources = {}
     else:
         kind = KINDS[spec.mode]
