@@ -6,6 +6,7 @@ parser's defaults; the newer kinds take their classes' defaults.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from collections import Counter
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ def kinds_using(param: str) -> list[str]:
     return [k.mode for k in KINDS.values() if param in k.params]
 
 
+@functools.lru_cache(maxsize=None)  # Typer evaluates the CLI's annotations, and so this, on every run
 def defaults_text(param: str) -> str:
     """Each kind's default for ``param``, for --help: "bigbird 1, variable 0" (one value if they agree)."""
     by_kind = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic_write import write_with
+from .output_files import write_atomic
 
 MAX_PANELS = 8
 MAX_PIXELS = 1024
@@ -60,7 +60,7 @@ def difference_heatmap(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[s
 
 
 def save(fig, path: str | Path) -> Path:
-    return write_with(path, lambda f: fig.savefig(f, format=_format(path)))
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format=_format(path)))
 
 
 def layout_figure(layout: torch.Tensor, groups, title: str):

@@ -15,7 +15,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..atomic_write import write_text
+from ..output_files import write_text_atomic
 from ..errors import UserError
 
 SCHEMA_VERSION = 1
@@ -96,8 +96,8 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` via a temporary file and a rename (the one implementation: ``sparsecli.atomic_write``)."""
-    return write_text(path, text)
+    """Write ``text`` via a temporary file and a rename (the one implementation: ``sparsecli.output_files``)."""
+    return write_text_atomic(path, text)
 
 
 def check_writable(path: Path | None, flag: str) -> None:

@@ -122,6 +122,13 @@ def layout(
     check_unused([p for p in (plan_a, plan_b) if p is not None], flags)
     if plot:
         _check_image_suffix(output or Path("x.png"))
+    from ..output_files import check_no_clobber, check_writable
+
+    check_writable(save, "--save")  # before a long build, not after it
+    check_writable(output, "-o")
+    inputs = {"--from": from_file, "--preset": preset if preset and Path(preset).is_file() else None,
+              "--vs": vs if vs and Path(vs).is_file() else None}
+    check_no_clobber({"--save": save, "-o": output}, inputs)
 
     a = build(plan_a)
     seq_a = a.layout.shape[-1] * a.block
@@ -229,12 +236,23 @@ def _check_image_suffix(path: Path) -> None:
 
 
 def _save(lay, path: Path) -> Path:
-    from ..atomic_write import write_with
+    """Through a Python file object: numpy.save("x.NPY") would write x.NPY.npy, and torch.save(name)
+    reports a full disk as a bare C++ iostream error where a file object raises the OSError."""
+    from ..output_files import write_atomic
 
     if path.suffix.lower() == ".pt":
         import torch
 
-        return write_with(path, lambda f: torch.save(lay, f))
-    import numpy as np
+        def write(f):
+            torch.save(lay, f)
+    else:
+        import numpy as np
 
-    return write_with(path, lambda f: np.save(f, lay.numpy()))
+        def write(f):
+            np.save(f, lay.numpy())
+
+    def to_file(tmp):
+        with open(tmp, "wb") as f:
+            write(f)
+
+    return write_atomic(path, to_file)

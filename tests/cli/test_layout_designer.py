@@ -76,6 +76,8 @@ def test_bundled_presets_of_the_newer_kinds(name):
         (["layout", "streaming", "--stride", "2"], "--stride does not apply to streaming layouts (it is used by dilated)"),
         (["layout", "--preset", "streaming_random", "--num-sink-blocks", "2"], "edit the file"),
         (["layout", "streaming", "--from", "x.pt", "--block", "16"], "give one layout"),
+        (["layout", "streaming", "--save", "x.png", "--plot", "-o", "x.png"], "--save takes a .pt or .npy path"),
+        (["layout", "streaming", "--save", "x.npy", "--plot", "-o", "x.npy"], "cannot write a plot to x.npy"),
     ],
 )
 def test_bad_designer_arguments_are_one_line_errors(args, fragment):
@@ -124,6 +126,12 @@ def test_from_rejects_flags_that_cannot_apply(tmp_path, monkeypatch, extra, frag
     monkeypatch.chdir(tmp_path)
     np.save("l.npy", np.eye(8, dtype=np.int64))
     _error(["layout", "--from", "l.npy", *extra], fragment)
+
+
+def test_an_output_may_not_overwrite_the_input(tmp_path):
+    np.save(tmp_path / "l.npy", np.eye(8, dtype=np.int64))
+    _error(["layout", "--from", str(tmp_path / "l.npy"), "--block", "16", "--save", str(tmp_path / "l.npy")],
+           "would overwrite the --from file")
 
 
 def test_from_bad_files_are_one_line_errors(tmp_path):

@@ -11,9 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sparsecli import atomic_write
+from sparsecli import output_files
 from sparsecli.cli import app
 from sparsecli.errors import UserError
+from tests.full_disk import full_disk  # noqa: F401  (fixture)
 
 runner = CliRunner()
 
@@ -31,33 +32,6 @@ def _one_line_error(res, fragment):
 
 
 # -- writes are atomic ------------------------------------------------------------------------
-
-@pytest.fixture
-def full_disk(monkeypatch):
-    """Every atomic write fails with ENOSPC after 64 bytes, as on a full disk."""
-    real_fdopen = os.fdopen
-
-    class Full:
-        def __init__(self, f):
-            self.f, self.room = f, 64
-
-        def write(self, b):
-            if len(b) > self.room:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.room -= len(b)
-            return self.f.write(b)
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-    monkeypatch.setattr(atomic_write.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
-
 
 @pytest.mark.parametrize("args", [["--save", "l.pt"], ["--save", "l.npy"], ["--plot", "-o", "l.png"]])
 def test_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch, full_disk, args):
@@ -86,7 +60,7 @@ def test_unwritable_save_targets_are_one_line_errors(tmp_path, monkeypatch, wher
     if where == "read-only":  # tests run as root, which ignores permission bits: refuse as the kernel would
         def refuse(*a, **k):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        monkeypatch.setattr(atomic_write.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(output_files.tempfile, "mkstemp", refuse)
     res = runner.invoke(app, ["layout", "fixed", "--seq", "512", "--save", str(target)])
     _one_line_error(res, fragment)
     assert [p.name for p in tmp_path.iterdir()] == (["l.pt"] if where != "read-only" else [])
