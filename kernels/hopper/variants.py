@@ -108,3 +108,79 @@ def _signature(v: Variant):
         consts = dict(HEAD_DIM=d, BLOCK_M=BWD_BLOCK_M, STAGES=DKDV_STAGES[d], CAUSAL=v.causal)
         return _attn_dkdv_hopper, sig, consts
     raise ValueError(f"unknown kernel {v.kernel!r}")
+
+
+def facts(v: Variant, resources: bool = False) -> dict:
+    """What a compiled variant is made of: the Hopper instructions in its PTX, shared memory, and
+    (``resources``: ptxas -v on the PTX) registers per thread and spill bytes."""
+    compiled = compile_sm90(v)
+    ptx = compiled.asm["ptx"]
+    out = dict(name=v.name, target_sm90a=".target sm_90a" in ptx, wgmma=ptx.count("wgmma.mma_async"),
+               wgmma_wait=ptx.count("wgmma.wait_group"), tma_loads=ptx.count("cp.async.bulk.tensor"),
+               setmaxnreg=sorted({int(line.split()[-1].rstrip(";")) for line in ptx.splitlines()
+                                  if "setmaxnreg" in line}),
+               shared=compiled.metadata.shared, cubin_bytes=len(compiled.asm["cubin"]))
+    if resources:
+        out.update(_ptxas_resources(ptx))
+    return out
+
+
+def _ptxas_resources(ptx: str) -> dict:
+    import re
+    import subprocess
+    import tempfile
+
+    import triton.knobs
+
+    with tempfile.TemporaryDirectory() as d:
+        src = f"{d}/k.ptx"
+        with open(src, "w") as f:
+            f.write(ptx)
+        log = subprocess.run([triton.knobs.nvidia.ptxas.path, "-arch=sm_90a", "-v", src, "-o", f"{d}/k.cubin"],
+                             capture_output=True, text=True).stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    return dict(registers=int(regs.group(1)) if regs else None,
+                spill_stores=int(spill.group(1)) if spill else None,
+                spill_loads=int(spill.group(2)) if spill else None)
+
+
+def _facts_or_error(v: Variant, resources: bool) -> dict:
+    try:
+        return facts(v, resources)
+    except Exception as e:  # reported per variant; the caller decides what a failure means
+        return dict(name=v.name, error=f"{type(e).__name__}: {str(e)[-1500:]}")
+
+
+def main(argv=None):
+    """``python -m sparsecli.kernels.hopper.variants [--json] [--resources] [NAME ...]``: compile
+    every variant (or those whose name starts with a NAME) for sm90 and report each."""
+    import argparse
+    import json
+    import os
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*")
+    ap.add_argument("--json", action="store_true", help="one JSON list on stdout")
+    ap.add_argument("--resources", action="store_true", help="also registers and spills (ptxas -v)")
+    args = ap.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET"):
+        # Under the interpreter Triton's own jit library functions are interpreted, and Gluon
+        # cannot call them: compiling needs a process without it.
+        raise SystemExit("unset TRITON_INTERPRET to compile Gluon kernels")
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo = [v for v in all_variants() if not args.names or any(v.name.startswith(n) for n in args.names)]
+    rows = []
+    with ProcessPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1) or 1) as pool:
+        for r in pool.map(_facts_or_error, todo, [args.resources] * len(todo)):
+            rows.append(r)
+            if not args.json:
+                print(r["name"], r.get("error") or " ".join(f"{k}={val}" for k, val in r.items() if k != "name"),
+                      flush=True)
+    if args.json:
+        print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
