@@ -1,0 +1,266 @@
+"""Issue 12 on the H200: the Hopper (Gluon) path against ours-Triton and the peers, one table.
+
+Every provider's output (and, for fwd+bwd, its gradients) is checked against a float64 reference
+on a slice of the same inputs (batch 0, two heads) before it is timed; a provider that is missing
+or fails says so in its row. Times are ``triton.testing.do_bench`` medians; TF/s count non-zero
+blocks only (4*B*nnz*b^2*D forward, 3.5x that forward+backward). Layouts are the ones of
+../shared/reference/hopper-kernels.md (block 128, H 16, B*S = 65,536 tokens).
+
+    python scripts/hopper_check.py [--cases SUBSTR ...] [--providers NAME ...] [--out FILE]
+
+Providers: hopper (pipelined forward), hopper-plain (forward without the intra-warpgroup
+overlap), triton (ours, portable), flex-triton, flex-flash (FlexAttention BACKEND="FLASH" =
+FlashAttention-4, layout as a mask_mod through create_block_mask), fa4-dense, cudnn-dense.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from sparsecli import (BigBirdSparsityConfig, DenseSparsityConfig, FixedSparsityConfig,
+                       LocalSlidingWindowSparsityConfig)
+from sparsecli.kernels import blocksparse_attention, hopper
+from sparsecli.kernels.reference import blocksparse_attention_reference
+
+H, BLOCK, TOKENS = 16, 128, 65536
+TOL = {"fwd": 1.5e-2, "bwd": 3e-2}  # bf16 bounds of the kernel tests (out, gradients)
+
+
+@dataclass(frozen=True)
+class Case:
+    layout: str
+    S: int
+    D: int
+    mode: str  # fwd / fwdbwd
+    dtype: torch.dtype = torch.bfloat16
+
+    @property
+    def B(self):
+        return TOKENS // self.S
+
+    @property
+    def case_id(self):
+        dt = "bf16" if self.dtype == torch.bfloat16 else "fp16"
+        return f"{self.layout}-S{self.S}-B{self.B}-D{self.D}-{dt}-{self.mode}"
+
+
+def cases():
+    out = []
+    for D in (128, 64):
+        for lay, S in (("sliding", 8192), ("fixed", 8192), ("bigbird", 16384), ("dense", 8192)):
+            for mode in ("fwd", "fwdbwd"):
+                out.append(Case(lay, S, D, mode))
+    out += [Case("sliding", 8192, 128, m, torch.float16) for m in ("fwd", "fwdbwd")]
+    return out
+
+
+def make_layout(kind, S):
+    import random
+
+    random.seed(0)
+    cfg = {"sliding": lambda: LocalSlidingWindowSparsityConfig(H, BLOCK, num_sliding_window_blocks=7),
+           "fixed": lambda: FixedSparsityConfig(H, BLOCK, num_local_blocks=4, num_global_blocks=1),
+           "bigbird": lambda: BigBirdSparsityConfig(H, BLOCK, num_random_blocks=3,
+                                                    num_sliding_window_blocks=3, num_global_blocks=2),
+           "dense": lambda: DenseSparsityConfig(H, BLOCK)}[kind]()
+    return cfg.make_layout(S)
+
+
+class _HopperAttention(torch.autograd.Function):
+    """The Hopper entry points under autograd (the library's dispatch does the same)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, sch, scale, pipeline):
+        out, lse = hopper.forward(q, k, v, sch, scale, False, pipeline=pipeline)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.sch, ctx.scale = sch, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        return (*hopper.backward(q, k, v, out, lse, dout, ctx.sch, ctx.scale, False), None, None, None)
+
+
+def providers(c: Case, lay):
+    """name -> (callable(q, k, v) or None, reason when None). Inputs are (B, H, S, D)."""
+    scale = c.D ** -0.5
+    sch = hopper.tile_schedules(lay, BLOCK, False, num_heads=H, batch=c.B, device="cuda")
+    p = {"hopper": (lambda q, k, v: _HopperAttention.apply(q, k, v, sch, scale, True), None),
+         "hopper-plain": (lambda q, k, v: _HopperAttention.apply(q, k, v, sch, scale, False), None),
+         "triton": (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK), None)}
+    p["flex-triton"] = _flex(lay, c, None)
+    p["flex-flash"] = _flex(lay, c, "FLASH")
+    p["cudnn-dense"] = (_sdpa_cudnn, None)
+    p["fa4-dense"] = _fa4_dense()
+    return p
+
+
+def _sdpa_cudnn(q, k, v):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def _flex(lay, c, backend):
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    except ImportError as e:
+        return None, f"no flex_attention: {e}"
+    if backend == "FLASH":
+        try:
+            import flash_attn.cute  # noqa: F401
+        except Exception as e:
+            return None, f"flash-attn-4 not importable ({type(e).__name__})"
+    lay_d = lay.to("cuda").bool()
+
+    # The layout as a mask_mod (not BlockMask.from_kv_blocks: with a trivial mask_mod the FLASH
+    # backend of torch 2.11 silently computes dense attention, pytorch#188322).
+    def mask_mod(b, h, q_idx, kv_idx):
+        return lay_d[h, q_idx // BLOCK, kv_idx // BLOCK]
+
+    bm = create_block_mask(mask_mod, None, H, c.S, c.S, device="cuda", BLOCK_SIZE=BLOCK, _compile=True)
+    opts = {"BACKEND": backend} if backend else None
+    fn = torch.compile(flex_attention)
+    return (lambda q, k, v: fn(q, k, v, block_mask=bm, kernel_options=opts)), None
+
+
+def _fa4_dense():
+    try:
+        from flash_attn.cute import flash_attn_func
+    except Exception as e:
+        return None, f"flash-attn-4 not importable ({type(e).__name__})"
+
+    def run(q, k, v):  # FA4 takes (B, S, H, D); the transposes are views, its kernel reads strides
+        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = out[0] if isinstance(out, tuple) else out
+        return out.transpose(1, 2)
+    return run, None
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def check(fn, q, k, v, dout, lay, mode, dense):
+    """Max relative error of out (and grads) on batch 0, heads 0-1, against float64."""
+    sl = (slice(0, 1), slice(0, 2))
+    x = [t[sl].detach().double().requires_grad_() for t in (q, k, v)]
+    ref_lay = torch.ones_like(lay[:2]) if dense else lay[:2]
+    ref = blocksparse_attention_reference(*x, ref_lay, BLOCK, compute_dtype=torch.float64)
+    if mode == "fwd":
+        with torch.no_grad():
+            return {"out": rel(fn(q, k, v)[sl], ref)}
+    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+    out = fn(qg, kg, vg)
+    grads = torch.autograd.grad(out, (qg, kg, vg), dout)
+    ref_grads = torch.autograd.grad(ref, x, dout[sl].double())
+    errs = {"out": rel(out.detach()[sl], ref)}
+    errs.update({n: rel(g[sl], r) for n, g, r in zip(("dq", "dk", "dv"), grads, ref_grads)})
+    return errs
+
+
+def run_case(c: Case, names, dense_rows):
+    lay = make_layout(c.layout, c.S)
+    nnz = int(lay.sum())
+    q, k, v, dout = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype) for _ in range(4))
+    flops = 4 * c.B * nnz * BLOCK**2 * c.D * (3.5 if c.mode == "fwdbwd" else 1.0)
+    dense_flops = 4 * c.B * H * c.S**2 * c.D * (3.5 if c.mode == "fwdbwd" else 1.0)
+    rows = {}
+    for name, (fn, why) in providers(c, lay).items():
+        if name not in names:
+            continue
+        dense = name.endswith("-dense")
+        if dense and c.layout != "dense" and name in dense_rows.get((c.S, c.D, c.mode, c.dtype), {}):
+            rows[name] = dense_rows[(c.S, c.D, c.mode, c.dtype)][name]  # same shapes: measured once
+            continue
+        if name == "hopper-plain" and c.mode != "fwd":
+            continue  # the backward is the same kernel pair with or without the forward overlap
+        row = {"provider": name}
+        if fn is None:
+            rows[name] = dict(row, error=why)
+            continue
+        try:
+            if name.startswith("hopper"):
+                ok, why = hopper.supports(q, k, v, BLOCK, sm_scale=c.D ** -0.5)
+                if not ok:
+                    raise RuntimeError(why)
+            row["rel_err"] = check(fn, q, k, v, dout, lay, "fwd" if c.mode == "fwd" else "bwd", dense)
+            tol = TOL["fwd" if c.mode == "fwd" else "bwd"]
+            if max(row["rel_err"].values()) > tol:
+                raise RuntimeError(f"wrong result: {row['rel_err']} (bound {tol})")
+            step = _step(fn, q, k, v, dout, c.mode)
+            row["ms"] = triton.testing.do_bench(step, warmup=25, rep=100, return_mode="median")
+            row["tflops"] = (dense_flops if dense else flops) / row["ms"] / 1e9
+        except Exception as e:  # the row says why; the others still run
+            row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        rows[name] = row
+        if dense:
+            dense_rows.setdefault((c.S, c.D, c.mode, c.dtype), {})[name] = row
+        print(f"  {c.case_id:34s} {name:13s} " + (f"{row['ms']:8.3f} ms {row['tflops']:5.0f} TF/s"
+              if "ms" in row else row.get("error", "")[:120]), file=sys.stderr, flush=True)
+    return dict(case_id=c.case_id, layout=c.layout, S=c.S, B=c.B, D=c.D, mode=c.mode,
+                density=nnz / (H * (c.S // BLOCK) ** 2), providers=rows)
+
+
+def _step(fn, q, k, v, dout, mode):
+    if mode == "fwd":
+        return lambda: fn(q, k, v)
+    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+    return lambda: torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), dout)
+
+
+def warm_gpu(seconds=2.0):
+    """Leave idle clocks before timing (perf notes, run 8)."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
+
+
+def print_table(rows):
+    ref = ("flex-flash", "flex-triton", "cudnn-dense")
+    print(f"{'case':34s} {'provider':13s} {'ms':>8s} {'TF/s':>5s} " + " ".join(f"{'/' + r:>12s}" for r in ref))
+    for r in rows:
+        ps = r["providers"]
+        for name, p in ps.items():
+            if "ms" not in p:
+                print(f"{r['case_id']:34s} {name:13s} {'-':>8s} {'':5s} {p.get('error', '')[:70]}")
+                continue
+            ratios = " ".join(f"{p['ms'] / ps[x]['ms']:12.2f}" if "ms" in ps.get(x, {}) else f"{'n/a':>12s}"
+                              for x in ref)
+            print(f"{r['case_id']:34s} {name:13s} {p['ms']:8.3f} {p['tflops']:5.0f} {ratios}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="*", default=[], help="keep cases whose id contains any of these")
+    ap.add_argument("--providers", nargs="*",
+                    default=["hopper", "hopper-plain", "triton", "flex-triton", "flex-flash", "fa4-dense",
+                             "cudnn-dense"])
+    ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "hopper_check.json"))
+    args = ap.parse_args()
+    torch._dynamo.config.cache_size_limit = 64
+    selected = [c for c in cases() if not args.cases or any(w in c.case_id for w in args.cases)]
+    warm_gpu()
+    rows, dense_rows = [], {}
+    env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__)
+    for c in selected:
+        rows.append(run_case(c, set(args.providers), dense_rows))
+        with open(args.out, "w") as f:  # after every case: a run cut short keeps what it measured
+            json.dump({"schema_version": 1, "env": env, "results": rows}, f, indent=1)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
