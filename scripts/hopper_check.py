@@ -8,9 +8,11 @@ blocks only (4*B*nnz*b^2*D forward, 3.5x that forward+backward). Layouts are the
 
     python scripts/hopper_check.py [--cases SUBSTR ...] [--providers NAME ...] [--out FILE]
 
-Providers: hopper (pipelined forward), hopper-plain (forward without the intra-warpgroup
-overlap), triton (ours, portable), flex-triton, flex-flash (FlexAttention BACKEND="FLASH" =
-FlashAttention-4, layout as a mask_mod through create_block_mask), fa4-dense, cudnn-dense.
+Providers: hopper (the default variant), hopper-plain / hopper-pipe (other forward loops),
+hopper-1cta (one CTA per program instead of persistent CTAs), triton (ours, portable),
+flex-triton, flex-flash (FlexAttention BACKEND="FLASH" = FlashAttention-4, layout as a mask_mod
+through create_block_mask), fa4-dense, cudnn-dense. ``--profile CASE`` runs one call of the
+default Hopper variant and nothing else (for ncu).
 """
 from __future__ import annotations
 
@@ -65,7 +67,8 @@ def make_layout(kind, S):
     import random
 
     random.seed(0)
-    cfg = {"sliding": lambda: LocalSlidingWindowSparsityConfig(H, BLOCK, num_sliding_window_blocks=7),
+    cfg = {"sliding": lambda: LocalSlidingWindowSparsityConfig(H, BLOCK, num_sliding_window_blocks=7,
+                                                                         attention="bidirectional"),
            "fixed": lambda: FixedSparsityConfig(H, BLOCK, num_local_blocks=4, num_global_blocks=1),
            "bigbird": lambda: BigBirdSparsityConfig(H, BLOCK, num_random_blocks=3,
                                                     num_sliding_window_blocks=3, num_global_blocks=2),
@@ -77,25 +80,32 @@ class _HopperAttention(torch.autograd.Function):
     """The Hopper entry points under autograd (the library's dispatch does the same)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, sch, scale, pipeline):
-        out, lse = hopper.forward(q, k, v, sch, scale, False, pipeline=pipeline)
+    def forward(ctx, q, k, v, sch, scale, loop, persistent):
+        out, lse = hopper.forward(q, k, v, sch, scale, False, loop=loop, persistent=persistent)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.sch, ctx.scale = sch, scale
+        ctx.sch, ctx.scale, ctx.persistent = sch, scale, persistent
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
-        return (*hopper.backward(q, k, v, out, lse, dout, ctx.sch, ctx.scale, False), None, None, None)
+        grads = hopper.backward(q, k, v, out, lse, dout, ctx.sch, ctx.scale, False, persistent=ctx.persistent)
+        return (*grads, None, None, None, None)
+
+
+# Hopper variants: (forward loop (pipeline, pingpong), persistent CTAs); "hopper" is the default.
+HOPPER = {"hopper": (None, True), "hopper-plain": ((False, False), True), "hopper-pipe": ((True, False), True),
+          "hopper-1cta": (None, False)}
+FWD_ONLY = ("hopper-plain", "hopper-pipe")  # the backward does not depend on the forward loop
 
 
 def providers(c: Case, lay):
     """name -> (callable(q, k, v) or None, reason when None). Inputs are (B, H, S, D)."""
     scale = c.D ** -0.5
     sch = hopper.tile_schedules(lay, BLOCK, False, num_heads=H, batch=c.B, device="cuda")
-    p = {"hopper": (lambda q, k, v: _HopperAttention.apply(q, k, v, sch, scale, True), None),
-         "hopper-plain": (lambda q, k, v: _HopperAttention.apply(q, k, v, sch, scale, False), None),
-         "triton": (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK), None)}
+    p = {name: ((lambda q, k, v, a=args: _HopperAttention.apply(q, k, v, sch, scale, *a)), None)
+         for name, args in HOPPER.items()}
+    p["triton"] = (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK), None)
     p["flex-triton"] = _flex(lay, c, None)
     p["flex-flash"] = _flex(lay, c, "FLASH")
     p["cudnn-dense"] = (_sdpa_cudnn, None)
@@ -182,8 +192,8 @@ def run_case(c: Case, names, dense_rows):
         if dense and c.layout != "dense" and name in dense_rows.get((c.S, c.D, c.mode, c.dtype), {}):
             rows[name] = dense_rows[(c.S, c.D, c.mode, c.dtype)][name]  # same shapes: measured once
             continue
-        if name == "hopper-plain" and c.mode != "fwd":
-            continue  # the backward is the same kernel pair with or without the forward overlap
+        if name in FWD_ONLY and c.mode != "fwd":
+            continue
         row = {"provider": name}
         if fn is None:
             rows[name] = dict(row, error=why)
@@ -246,10 +256,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=[], help="keep cases whose id contains any of these")
     ap.add_argument("--providers", nargs="*",
-                    default=["hopper", "hopper-plain", "triton", "flex-triton", "flex-flash", "fa4-dense",
-                             "cudnn-dense"])
+                    default=["hopper", "triton", "flex-triton", "flex-flash", "fa4-dense", "cudnn-dense"])
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "hopper_check.json"))
+    ap.add_argument("--profile", help="one fwd(+bwd) call of the default Hopper variant on this case id")
     args = ap.parse_args()
+    if args.profile:
+        c = next(c for c in cases() if c.case_id == args.profile)
+        fn = providers(c, make_layout(c.layout, c.S))["hopper"][0]
+        q, k, v, dout = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype) for _ in range(4))
+        _step(fn, q, k, v, dout, c.mode)()
+        torch.cuda.synchronize()
+        return
     torch._dynamo.config.cache_size_limit = 64
     selected = [c for c in cases() if not args.cases or any(w in c.case_id for w in args.cases)]
     warm_gpu()

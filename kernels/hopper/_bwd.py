@@ -13,11 +13,12 @@ Two launches, as in the portable path, each with the partitions of ``_common.py`
   already shaped as the A operand of dV += P^T dO and dK += dS^T Q: four GEMMs per tile, nothing
   staged through shared memory (FA3's "swapAB").
 
-Every gradient element is summed by one program in a fixed order.
+Every gradient element is summed by one program in a fixed order. Both kernels are persistent
+like the forward (``program_entry``): a CTA's next program loads while it stores the last.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier,
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from ._common import (NEG_INF, causal_keep, load_pair, one_barrier, operand_a_layout,
@@ -28,23 +29,31 @@ from ._common import (NEG_INF, causal_keep, load_pair, one_barrier, operand_a_la
 # ---- dQ -----------------------------------------------------------------------------------
 
 @gluon.jit
-def _dq_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar,
-                 k_ready, k_empty, v_ready, v_empty, seg_start, q_row, kv_base, t0, t1,
-                 STAGES: gl.constexpr):
-    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes + 2 * do_desc.block_type.nbytes)
-    load_pair(q_desc, q_bufs, q_row, q_bar)
-    load_pair(do_desc, do_bufs, q_row, q_bar)
-    for t in range(t0, t1):
-        row = kv_base + gl.load(seg_start + t)
-        ring_fill(k_desc, k_bufs, k_ready, k_empty, t - t0, row, STAGES)
-        ring_fill(v_desc, v_bufs, v_ready, v_empty, t - t0, row, STAGES)
+def _dq_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar, q_empty,
+                 k_ready, k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S,
+                 NUM_OUTER, STAGES: gl.constexpr):
+    c = 0
+    j = 0
+    for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
+        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
+        kv_base = (bz * H + h) * S
+        mbarrier.wait(q_empty, (j & 1) ^ 1)
+        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes + 2 * do_desc.block_type.nbytes)
+        load_pair(q_desc, q_bufs, kv_base + o * 128, q_bar)
+        load_pair(do_desc, do_bufs, kv_base + o * 128, q_bar)
+        for t in range(t0, t1):
+            row = kv_base + gl.load(seg_start + t)
+            ring_fill(k_desc, k_bufs, k_ready, k_empty, c, row, STAGES)
+            ring_fill(v_desc, v_bufs, v_ready, v_empty, c, row, STAGES)
+            c += 1
+        j += 1
 
 
 @gluon.jit
-def _dq_consumer(dq_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready,
-                 v_empty, seg_start, Out, LSE, Delta, q_row, q_tok, t0, tf, t1, qk_scale, sm_scale,
-                 WG: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
-                 STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+def _dq_consumer(dq_desc, q_bufs, do_bufs, dq_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty,
+                 v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, Out, LSE, Delta,
+                 qk_scale, sm_scale, WG: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr):
     dtype: gl.constexpr = dq_desc.dtype
     s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
     dq_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
@@ -52,79 +61,82 @@ def _dq_consumer(dq_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, k_emp
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
     q_smem = q_bufs.index(WG)
     do_smem = do_bufs.index(WG)
-    row0 = q_row + WG * 64
-    q0 = q_tok + WG * 64
     rows = gl.arange(0, 64, layout=row_l)
-    lse = gl.load(LSE + row0 + rows)
-
-    mbarrier.wait(q_bar, 0)
-    # Delta = rowsum(dO * O) in the dQ accumulator's layout (O read from global, dO from smem).
     d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, dq_layout))
     o_rows = gl.arange(0, 64, layout=gl.SliceLayout(1, dq_layout))
-    o = gl.load(Out + (row0 + o_rows[:, None]).to(gl.int64) * HEAD_DIM + d[None, :])
-    do = do_smem.load(dq_layout)
-    delta = gl.sum(o.to(gl.float32) * do.to(gl.float32), 1)
-    gl.store(Delta + row0 + o_rows, delta)
-    delta = gl.convert_layout(delta, row_l)
-
-    dq = gl.zeros([64, HEAD_DIM], gl.float32, dq_layout)
     s_zero = gl.zeros([64, BLOCK_N], gl.float32, s_layout)
-    for i in range(0, t1 - t0):
-        s = i % STAGES
-        ring_wait(k_ready, i, STAGES)
-        s_tok = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero, use_acc=False,
-                              is_async=True)
-        ring_wait(v_ready, i, STAGES)
-        dp_tok = warpgroup_mma(do_smem, v_bufs.index(s).permute((1, 0)), s_zero, use_acc=False,
-                               is_async=True)
-        # In-order retirement: S is ready while dP is still on the tensor cores.
-        qk = warpgroup_mma_wait(1, deps=(s_tok, q_smem, k_bufs.index(s)))[0]
-        if CAUSAL:
-            masked, k0 = tile_mask_args(seg_start, t0 + i, tf, CAUSAL)
-            cols = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-            qk = gl.where(causal_keep(masked, q0, k0, rows[:, None], cols[None, :]), qk, NEG_INF)
-        # lse is +inf for rows that attend to nothing: their probabilities are exactly 0.
-        p = gl.exp2(qk * qk_scale - lse[:, None])
-        dp = warpgroup_mma_wait(0, deps=(dp_tok, do_smem, v_bufs.index(s)))[0]
-        ring_release(v_empty, i, STAGES)
-        ds = gl.convert_layout((p * (dp - delta[:, None])).to(dtype), ds_layout)
-        dq_tok = warpgroup_mma(ds, k_bufs.index(s), dq, is_async=True)
-        dq = warpgroup_mma_wait(0, deps=(dq_tok, k_bufs.index(s)))[0]
-        ring_release(k_empty, i, STAGES)
-    # Q's buffer is free after the last QK^T: it stages dQ for the TMA store.
-    store_rows(dq_desc, q_smem, row0, dq * sm_scale)
+    c = 0
+    j = 0
+    for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
+        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
+        row0 = (bz * H + h) * S + o * 128 + WG * 64
+        q0 = o * 128 + WG * 64
+        lse = gl.load(LSE + row0 + rows)
+        mbarrier.wait(q_bar, j & 1)
+        # Delta = rowsum(dO * O) in the dQ accumulator's layout (O from global, dO from smem).
+        out = gl.load(Out + (row0 + o_rows[:, None]).to(gl.int64) * HEAD_DIM + d[None, :])
+        delta = gl.sum(out.to(gl.float32) * do_smem.load(dq_layout).to(gl.float32), 1)
+        gl.store(Delta + row0 + o_rows, delta)
+        delta = gl.convert_layout(delta, row_l)
+
+        dq = gl.zeros([64, HEAD_DIM], gl.float32, dq_layout)
+        for i in range(0, t1 - t0):
+            s = (c + i) % STAGES
+            ring_wait(k_ready, c + i, STAGES)
+            s_tok = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero, use_acc=False,
+                                  is_async=True)
+            ring_wait(v_ready, c + i, STAGES)
+            dp_tok = warpgroup_mma(do_smem, v_bufs.index(s).permute((1, 0)), s_zero, use_acc=False,
+                                   is_async=True)
+            # In-order retirement: S is ready while dP is still on the tensor cores.
+            qk = warpgroup_mma_wait(1, deps=(s_tok, q_smem, k_bufs.index(s)))[0]
+            if CAUSAL:
+                masked, k0 = tile_mask_args(seg_start, t0 + i, tf, CAUSAL)
+                cols = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+                qk = gl.where(causal_keep(masked, q0, k0, rows[:, None], cols[None, :]), qk, NEG_INF)
+            # lse is +inf for rows that attend to nothing: their probabilities are exactly 0.
+            p = gl.exp2(qk * qk_scale - lse[:, None])
+            dp = warpgroup_mma_wait(0, deps=(dp_tok, do_smem, v_bufs.index(s)))[0]
+            ring_release(v_empty, c + i, STAGES)
+            ds = gl.convert_layout((p * (dp - delta[:, None])).to(dtype), ds_layout)
+            dq_tok = warpgroup_mma(ds, k_bufs.index(s), dq, is_async=True)
+            dq = warpgroup_mma_wait(0, deps=(dq_tok, k_bufs.index(s)))[0]
+            ring_release(k_empty, c + i, STAGES)
+        mbarrier.arrive(q_empty)  # Q and dO of this program are no longer read
+        c += t1 - t0
+        j += 1
+        store_rows(dq_desc, dq_bufs.index(WG), row0, dq * sm_scale)
+    tma.store_wait(0)
 
 
 @gluon.jit
 def _attn_dq_hopper(q_desc, k_desc, v_desc, do_desc, dq_desc, Out, LSE, Delta,
-                    programs, seg_start, B, H, S, NUM_OUTER, qk_scale, sm_scale,
+                    programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, sm_scale,
                     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                     CAUSAL: gl.constexpr):
-    bz, h, o, t0, tf, t1, slot = program_entry(programs, B, NUM_OUTER)
-    q_tok = o * 128
-    kv_base = (bz * H + h) * S
-    q_row = kv_base + q_tok
-
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [2] + do_desc.block_type.shape, do_desc.layout)
+    dq_bufs = gl.allocate_shared_memory(dtype, [2] + dq_desc.block_type.shape, dq_desc.layout)
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
     q_bar = one_barrier()
+    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_empty, count=2)
     k_ready, k_empty = ring_barriers(STAGES)
     v_ready, v_empty = ring_barriers(STAGES)
     fence_async_shared()
 
     gl.warp_specialize([
-        (_dq_consumer, (dq_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready,
-                        v_empty, seg_start, Out, LSE, Delta, q_row, q_tok, t0, tf, t1, qk_scale,
-                        sm_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL)),
-        (_dq_consumer, (dq_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready,
-                        v_empty, seg_start, Out, LSE, Delta, q_row, q_tok, t0, tf, t1, qk_scale,
-                        sm_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL)),
+        (_dq_consumer, (dq_desc, q_bufs, do_bufs, dq_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready,
+                        k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
+                        Out, LSE, Delta, qk_scale, sm_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL)),
+        (_dq_consumer, (dq_desc, q_bufs, do_bufs, dq_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready,
+                        k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
+                        Out, LSE, Delta, qk_scale, sm_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL)),
         (_dq_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar,
-                        k_ready, k_empty, v_ready, v_empty, seg_start, q_row, kv_base, t0, t1,
-                        STAGES)),
+                        q_empty, k_ready, k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS,
+                        B, H, S, NUM_OUTER, STAGES)),
     ], [4, 1], [240, 24])
 
 
@@ -132,96 +144,112 @@ def _attn_dq_hopper(q_desc, k_desc, v_desc, do_desc, dq_desc, Out, LSE, Delta,
 
 @gluon.jit
 def _dkdv_producer(k_desc, v_desc, q_desc, do_desc, k_bufs, v_bufs, q_bufs, do_bufs, kv_bar,
-                   q_ready, q_empty, do_ready, do_empty, seg_start, k_row, kv_base, t0, t1,
-                   STAGES: gl.constexpr):
-    mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
-    load_pair(k_desc, k_bufs, k_row, kv_bar)
-    load_pair(v_desc, v_bufs, k_row, kv_bar)
-    for t in range(t0, t1):
-        row = kv_base + gl.load(seg_start + t)
-        ring_fill(q_desc, q_bufs, q_ready, q_empty, t - t0, row, STAGES)
-        ring_fill(do_desc, do_bufs, do_ready, do_empty, t - t0, row, STAGES)
+                   kv_empty, q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS,
+                   B, H, S, NUM_OUTER, STAGES: gl.constexpr):
+    c = 0
+    j = 0
+    for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
+        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
+        kv_base = (bz * H + h) * S
+        mbarrier.wait(kv_empty, (j & 1) ^ 1)
+        mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
+        load_pair(k_desc, k_bufs, kv_base + o * 128, kv_bar)
+        load_pair(v_desc, v_bufs, kv_base + o * 128, kv_bar)
+        for t in range(t0, t1):
+            row = kv_base + gl.load(seg_start + t)
+            ring_fill(q_desc, q_bufs, q_ready, q_empty, c, row, STAGES)
+            ring_fill(do_desc, do_bufs, do_ready, do_empty, c, row, STAGES)
+            c += 1
+        j += 1
 
 
 @gluon.jit
-def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, kv_bar, q_ready, q_empty,
-                   do_ready, do_empty, seg_start, LSE, Delta, k_row, k_tok, kv_base, t0, tf, t1,
-                   qk_scale, sm_scale, WG: gl.constexpr, HEAD_DIM: gl.constexpr,
-                   BLOCK_M: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
+                   q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, S,
+                   NUM_OUTER, LSE, Delta, qk_scale, sm_scale, WG: gl.constexpr,
+                   HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
+                   CAUSAL: gl.constexpr):
     dtype: gl.constexpr = dk_desc.dtype
     st_layout: gl.constexpr = wgmma_layout(BLOCK_M)  # keys x queries
     acc_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
     a_layout: gl.constexpr = operand_a_layout(HEAD_DIM)
-    col_l: gl.constexpr = gl.SliceLayout(0, st_layout)
     k_smem = k_bufs.index(WG)
     v_smem = v_bufs.index(WG)
-    k0 = k_tok + WG * 64
-    cols = gl.arange(0, BLOCK_M, layout=col_l)
-
-    dk = gl.zeros([64, HEAD_DIM], gl.float32, acc_layout)
-    dv = gl.zeros([64, HEAD_DIM], gl.float32, acc_layout)
+    cols = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, st_layout))
+    rows = gl.arange(0, 64, layout=gl.SliceLayout(1, st_layout))
     st_zero = gl.zeros([64, BLOCK_M], gl.float32, st_layout)
-    mbarrier.wait(kv_bar, 0)
-    for i in range(0, t1 - t0):
-        s = i % STAGES
-        q_first = gl.load(seg_start + t0 + i)
-        lse = gl.load(LSE + kv_base + q_first + cols)
-        delta = gl.load(Delta + kv_base + q_first + cols)
-        ring_wait(q_ready, i, STAGES)
-        st_tok = warpgroup_mma(k_smem, q_bufs.index(s).permute((1, 0)), st_zero, use_acc=False,
-                               is_async=True)
-        ring_wait(do_ready, i, STAGES)
-        dpt_tok = warpgroup_mma(v_smem, do_bufs.index(s).permute((1, 0)), st_zero, use_acc=False,
-                                is_async=True)
-        st = warpgroup_mma_wait(1, deps=(st_tok, k_smem, q_bufs.index(s)))[0]
-        if CAUSAL:
-            masked = (t0 + i >= tf).to(gl.int32)
-            rows = gl.arange(0, 64, layout=gl.SliceLayout(1, st_layout))
-            st = gl.where(causal_keep(masked, q_first, k0, cols[None, :], rows[:, None]), st, NEG_INF)
-        # lse is +inf for queries that attend to nothing: their probabilities are exactly 0.
-        pt = gl.exp2(st * qk_scale - lse[None, :])
-        dv_tok = warpgroup_mma(gl.convert_layout(pt.to(dtype), a_layout), do_bufs.index(s), dv,
-                               is_async=True)
-        dpt = warpgroup_mma_wait(1, deps=(dpt_tok, v_smem, do_bufs.index(s)))[0]
-        dst = gl.convert_layout((pt * (dpt - delta[None, :])).to(dtype), a_layout)
-        dk_tok = warpgroup_mma(dst, q_bufs.index(s), dk, is_async=True)
-        dv = warpgroup_mma_wait(1, deps=(dv_tok, do_bufs.index(s)))[0]
-        ring_release(do_empty, i, STAGES)
-        dk = warpgroup_mma_wait(0, deps=(dk_tok, q_bufs.index(s)))[0]
-        ring_release(q_empty, i, STAGES)
-    # K and V's buffers stage the results for the TMA stores (nothing reads them any more).
-    store_rows(dk_desc, k_smem, k_row + WG * 64, dk * sm_scale)
-    store_rows(dv_desc, v_smem, k_row + WG * 64, dv)
+    c = 0
+    j = 0
+    for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
+        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
+        kv_base = (bz * H + h) * S
+        k0 = o * 128 + WG * 64
+        dk = gl.zeros([64, HEAD_DIM], gl.float32, acc_layout)
+        dv = gl.zeros([64, HEAD_DIM], gl.float32, acc_layout)
+        mbarrier.wait(kv_bar, j & 1)
+        for i in range(0, t1 - t0):
+            s = (c + i) % STAGES
+            q_first = gl.load(seg_start + t0 + i)
+            lse = gl.load(LSE + kv_base + q_first + cols)
+            delta = gl.load(Delta + kv_base + q_first + cols)
+            ring_wait(q_ready, c + i, STAGES)
+            st_tok = warpgroup_mma(k_smem, q_bufs.index(s).permute((1, 0)), st_zero, use_acc=False,
+                                   is_async=True)
+            ring_wait(do_ready, c + i, STAGES)
+            dpt_tok = warpgroup_mma(v_smem, do_bufs.index(s).permute((1, 0)), st_zero, use_acc=False,
+                                    is_async=True)
+            st = warpgroup_mma_wait(1, deps=(st_tok, k_smem, q_bufs.index(s)))[0]
+            if CAUSAL:
+                masked = (t0 + i >= tf).to(gl.int32)
+                st = gl.where(causal_keep(masked, q_first, k0, cols[None, :], rows[:, None]), st, NEG_INF)
+            # lse is +inf for queries that attend to nothing: their probabilities are exactly 0.
+            pt = gl.exp2(st * qk_scale - lse[None, :])
+            dv_tok = warpgroup_mma(gl.convert_layout(pt.to(dtype), a_layout), do_bufs.index(s), dv,
+                                   is_async=True)
+            dpt = warpgroup_mma_wait(1, deps=(dpt_tok, v_smem, do_bufs.index(s)))[0]
+            dst = gl.convert_layout((pt * (dpt - delta[None, :])).to(dtype), a_layout)
+            dk_tok = warpgroup_mma(dst, q_bufs.index(s), dk, is_async=True)
+            dv = warpgroup_mma_wait(1, deps=(dv_tok, do_bufs.index(s)))[0]
+            ring_release(do_empty, c + i, STAGES)
+            dk = warpgroup_mma_wait(0, deps=(dk_tok, q_bufs.index(s)))[0]
+            ring_release(q_empty, c + i, STAGES)
+        mbarrier.arrive(kv_empty)  # K and V of this program are no longer read
+        c += t1 - t0
+        j += 1
+        row = kv_base + k0
+        store_rows(dk_desc, out_bufs.index(WG), row, dk * sm_scale)
+        store_rows(dv_desc, out_bufs.index(WG), row, dv)
+    tma.store_wait(0)
 
 
 @gluon.jit
 def _attn_dkdv_hopper(k_desc, v_desc, q_desc, do_desc, dk_desc, dv_desc, LSE, Delta,
-                      programs, seg_start, B, H, S, NUM_OUTER, qk_scale, sm_scale,
+                      programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, sm_scale,
                       HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                       CAUSAL: gl.constexpr):
-    bz, h, o, t0, tf, t1, slot = program_entry(programs, B, NUM_OUTER)
-    k_tok = o * 128
-    kv_base = (bz * H + h) * S
-    k_row = kv_base + k_tok
-
     dtype: gl.constexpr = k_desc.dtype
     k_bufs = gl.allocate_shared_memory(dtype, [2] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [2] + v_desc.block_type.shape, v_desc.layout)
+    out_bufs = gl.allocate_shared_memory(dtype, [2] + dk_desc.block_type.shape, dk_desc.layout)
     q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
     kv_bar = one_barrier()
+    kv_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(kv_empty, count=2)
     q_ready, q_empty = ring_barriers(STAGES)
     do_ready, do_empty = ring_barriers(STAGES)
     fence_async_shared()
 
     gl.warp_specialize([
-        (_dkdv_consumer, (dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, kv_bar, q_ready, q_empty,
-                          do_ready, do_empty, seg_start, LSE, Delta, k_row, k_tok, kv_base, t0, tf, t1,
-                          qk_scale, sm_scale, 0, HEAD_DIM, BLOCK_M, STAGES, CAUSAL)),
-        (_dkdv_consumer, (dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, kv_bar, q_ready, q_empty,
-                          do_ready, do_empty, seg_start, LSE, Delta, k_row, k_tok, kv_base, t0, tf, t1,
-                          qk_scale, sm_scale, 1, HEAD_DIM, BLOCK_M, STAGES, CAUSAL)),
+        (_dkdv_consumer, (dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
+                          q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, S,
+                          NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 0, HEAD_DIM, BLOCK_M, STAGES,
+                          CAUSAL)),
+        (_dkdv_consumer, (dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
+                          q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, S,
+                          NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 1, HEAD_DIM, BLOCK_M, STAGES,
+                          CAUSAL)),
         (_dkdv_producer, (k_desc, v_desc, q_desc, do_desc, k_bufs, v_bufs, q_bufs, do_bufs, kv_bar,
-                          q_ready, q_empty, do_ready, do_empty, seg_start, k_row, kv_base, t0, t1,
-                          STAGES)),
+                          kv_empty, q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS,
+                          B, H, S, NUM_OUTER, STAGES)),
     ], [4, 1], [240, 24])

@@ -102,20 +102,41 @@ def causal_keep(masked, q_first, k_first, q_idx, k_idx):
 
 @gluon.jit
 def store_rows(desc, smem, row, value):
-    """Store a 64-row register tile through ``smem`` (same shape) and one TMA bulk copy."""
+    """Store a 64-row register tile through ``smem`` (same shape) and one TMA bulk copy, left in
+    flight: the caller's next ``store_rows`` on ``smem`` (or its final ``tma.store_wait(0)``)
+    waits for it, so the copy overlaps the next program's work."""
+    tma.store_wait(0)  # the previous copy out of ``smem`` has read it
     smem.store(value.to(desc.dtype))
     fence_async_shared()
     tma_store(desc, [row, 0], smem)
-    tma.store_wait(0)
 
 
 @gluon.jit
-def program_entry(programs, B, NUM_OUTER):
-    """(batch, head, outer tile, first tile, first masked tile, end tile, partial slot) of this
-    program from the schedule's table; batch is innermost so the heaviest-first order spans every
-    batch element."""
-    pid = gl.program_id(0)
-    entry = programs + (pid // B) * 5
+def program_entry(programs, prog, B, NUM_OUTER):
+    """(batch, head, outer tile, first tile, first masked tile, end tile, partial slot) of
+    program ``prog`` of the schedule's table; batch is innermost so the heaviest-first order
+    spans every batch element.
+
+    Kernels are persistent: CTA ``c`` of ``G`` takes programs c, c + G, c + 2G, ... of the
+    heaviest-first list (G = the number of programs when the host launches one CTA per program).
+    """
+    entry = programs + (prog // B) * 5
     row = gl.load(entry)
-    return (pid % B, row // NUM_OUTER, row % NUM_OUTER, gl.load(entry + 1), gl.load(entry + 2),
+    return (prog % B, row // NUM_OUTER, row % NUM_OUTER, gl.load(entry + 1), gl.load(entry + 2),
             gl.load(entry + 3), gl.load(entry + 4))
+
+
+@gluon.jit
+def turn_wait(turns, g, WG: gl.constexpr, PINGPONG: gl.constexpr):
+    """Ping-pong: warpgroup ``WG`` waits for its ``g``-th turn to issue GEMMs (FA3's warp
+    scheduler barrier, built from mbarriers: Gluon has no named barriers). While one warpgroup's
+    GEMMs run, the other does its softmax."""
+    if PINGPONG:
+        mbarrier.wait(turns.index(WG), g & 1)
+
+
+@gluon.jit
+def turn_pass(turns, WG: gl.constexpr, PINGPONG: gl.constexpr):
+    """Ping-pong: this warpgroup has issued its GEMMs; the other may issue its own."""
+    if PINGPONG:
+        mbarrier.arrive(turns.index(1 - WG))

@@ -20,23 +20,33 @@ stores it (+inf for a row with nothing to attend to, so the backward's exp2(s - 
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier,
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from ._common import (NEG_INF, causal_keep, load_pair, one_barrier, operand_a_layout,
                       program_entry, ring_barriers, ring_fill, ring_release, ring_wait,
-                      store_rows, tile_mask_args, wgmma_layout)
+                      store_rows, tile_mask_args, turn_pass, turn_wait, wgmma_layout)
 
 
 @gluon.jit
-def _fwd_producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty,
-                  v_ready, v_empty, seg_start, q_row, kv_base, t0, t1, STAGES: gl.constexpr):
-    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-    load_pair(q_desc, q_bufs, q_row, q_bar)
-    for t in range(t0, t1):
-        row = kv_base + gl.load(seg_start + t)
-        ring_fill(k_desc, k_bufs, k_ready, k_empty, t - t0, row, STAGES)
-        ring_fill(v_desc, v_bufs, v_ready, v_empty, t - t0, row, STAGES)
+def _fwd_producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty,
+                  v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
+                  STAGES: gl.constexpr):
+    c = 0  # key tiles loaded so far by this CTA: ring slot and phase
+    j = 0  # programs so far: Q buffer phase
+    for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
+        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
+        kv_base = (bz * H + h) * S
+        # Q of the next program once both consumers are past their last QK^T of this one.
+        mbarrier.wait(q_empty, (j & 1) ^ 1)
+        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+        load_pair(q_desc, q_bufs, kv_base + o * 128, q_bar)
+        for t in range(t0, t1):
+            row = kv_base + gl.load(seg_start + t)
+            ring_fill(k_desc, k_bufs, k_ready, k_empty, c, row, STAGES)
+            ring_fill(v_desc, v_bufs, v_ready, v_empty, c, row, STAGES)
+            c += 1
+        j += 1
 
 
 @gluon.jit
@@ -58,121 +68,149 @@ def _online_softmax(qk, m_i, l_i, qk_scale, masked, q0, k0, CAUSAL: gl.constexpr
 
 
 @gluon.jit
-def _fwd_consumer(o_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty,
-                  seg_start, LSE, PartAcc, PartML, q_row, q_tok, t0, tf, t1, slot, part, qk_scale,
-                  WG: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, PIPELINE: gl.constexpr):
+def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready,
+                  v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS, NUM_PROGS,
+                  B, H, S, NUM_OUTER, qk_scale, WG: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                  PIPELINE: gl.constexpr, PINGPONG: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
     s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
     o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
     p_layout: gl.constexpr = operand_a_layout(HEAD_DIM)
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
     q_smem = q_bufs.index(WG)
-    q0 = q_tok + WG * 64  # first query token of this warpgroup (causal masks)
-
-    m_i = gl.full([64], NEG_INF, gl.float32, row_l)
-    l_i = gl.zeros([64], gl.float32, row_l)
-    acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
     s_zero = gl.zeros([64, BLOCK_N], gl.float32, s_layout)
-    mbarrier.wait(q_bar, 0)
-    n = t1 - t0
-    if PIPELINE:
-        if n > 0:
-            ring_wait(k_ready, 0, STAGES)
-            s_tok = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_zero, use_acc=False,
-                                  is_async=True)
-            qk = warpgroup_mma_wait(0, deps=(s_tok, q_smem, k_bufs.index(0)))[0]
-            ring_release(k_empty, 0, STAGES)
-            masked, k0 = tile_mask_args(seg_start, t0, tf, CAUSAL)
-            p, m_i, alpha, l_i = _online_softmax(qk, m_i, l_i, qk_scale, masked, q0, k0, CAUSAL)
-            for i in range(1, n):
-                s = i % STAGES
-                sp = (i - 1) % STAGES
-                ring_wait(k_ready, i, STAGES)
+    rows = gl.arange(0, 64, layout=row_l)
+    c = 0  # key tiles consumed so far (ring slot and phase, as in the producer)
+    j = 0  # programs so far (Q buffer phase)
+    g = 0  # GEMM issue turns taken so far (ping-pong)
+    for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
+        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
+        q_row = (bz * H + h) * S + o * 128 + WG * 64  # this warpgroup's first row
+        q0 = o * 128 + WG * 64  # its first query token (causal masks)
+        m_i = gl.full([64], NEG_INF, gl.float32, row_l)
+        l_i = gl.zeros([64], gl.float32, row_l)
+        acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
+        mbarrier.wait(q_bar, j & 1)
+        n = t1 - t0
+        if PIPELINE:
+            if n > 0:
+                turn_wait(turns, g, WG, PINGPONG)
+                ring_wait(k_ready, c, STAGES)
+                s_tok = warpgroup_mma(q_smem, k_bufs.index(c % STAGES).permute((1, 0)), s_zero,
+                                      use_acc=False, is_async=True)
+                turn_pass(turns, WG, PINGPONG)
+                g += 1
+                qk = warpgroup_mma_wait(0, deps=(s_tok, q_smem, k_bufs.index(c % STAGES)))[0]
+                ring_release(k_empty, c, STAGES)
+                masked, k0 = tile_mask_args(seg_start, t0, tf, CAUSAL)
+                p, m_i, alpha, l_i = _online_softmax(qk, m_i, l_i, qk_scale, masked, q0, k0, CAUSAL)
+                for i in range(1, n):
+                    s = (c + i) % STAGES
+                    sp = (c + i - 1) % STAGES
+                    # QK^T of tile i and PV of tile i-1 go out back to back: the tensor cores
+                    # have the PV to work on while this warpgroup waits for S.
+                    turn_wait(turns, g, WG, PINGPONG)
+                    ring_wait(k_ready, c + i, STAGES)
+                    s_tok = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero,
+                                          use_acc=False, is_async=True)
+                    ring_wait(v_ready, c + i - 1, STAGES)
+                    o_tok = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(sp),
+                                          acc, is_async=True)
+                    turn_pass(turns, WG, PINGPONG)
+                    g += 1
+                    # wgmma groups retire in order: one left outstanding = the PV just issued.
+                    qk = warpgroup_mma_wait(1, deps=(s_tok, q_smem, k_bufs.index(s)))[0]
+                    ring_release(k_empty, c + i, STAGES)
+                    masked, k0 = tile_mask_args(seg_start, t0 + i, tf, CAUSAL)
+                    p, m_i, alpha, l_i = _online_softmax(qk, m_i, l_i, qk_scale, masked, q0, k0,
+                                                         CAUSAL)
+                    acc = warpgroup_mma_wait(0, deps=(o_tok, v_bufs.index(sp)))[0]
+                    ring_release(v_empty, c + i - 1, STAGES)
+                    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+                sl = (c + n - 1) % STAGES
+                turn_wait(turns, g, WG, PINGPONG)
+                ring_wait(v_ready, c + n - 1, STAGES)
+                o_tok = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(sl), acc,
+                                      is_async=True)
+                turn_pass(turns, WG, PINGPONG)
+                g += 1
+                acc = warpgroup_mma_wait(0, deps=(o_tok, v_bufs.index(sl)))[0]
+                ring_release(v_empty, c + n - 1, STAGES)
+        else:
+            for i in range(0, n):
+                s = (c + i) % STAGES
+                ring_wait(k_ready, c + i, STAGES)
                 s_tok = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero, use_acc=False,
                                       is_async=True)
-                ring_wait(v_ready, i - 1, STAGES)
-                o_tok = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(sp), acc,
-                                      is_async=True)
-                # wgmma groups retire in order: one left outstanding = the PV just issued.
-                qk = warpgroup_mma_wait(1, deps=(s_tok, q_smem, k_bufs.index(s)))[0]
-                ring_release(k_empty, i, STAGES)
+                qk = warpgroup_mma_wait(0, deps=(s_tok, q_smem, k_bufs.index(s)))[0]
+                ring_release(k_empty, c + i, STAGES)
                 masked, k0 = tile_mask_args(seg_start, t0 + i, tf, CAUSAL)
                 p, m_i, alpha, l_i = _online_softmax(qk, m_i, l_i, qk_scale, masked, q0, k0, CAUSAL)
-                acc = warpgroup_mma_wait(0, deps=(o_tok, v_bufs.index(sp)))[0]
-                ring_release(v_empty, i - 1, STAGES)
                 acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-            sl = (n - 1) % STAGES
-            ring_wait(v_ready, n - 1, STAGES)
-            o_tok = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(sl), acc,
-                                  is_async=True)
-            acc = warpgroup_mma_wait(0, deps=(o_tok, v_bufs.index(sl)))[0]
-            ring_release(v_empty, n - 1, STAGES)
-    else:
-        for i in range(0, n):
-            s = i % STAGES
-            ring_wait(k_ready, i, STAGES)
-            s_tok = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero, use_acc=False,
-                                  is_async=True)
-            qk = warpgroup_mma_wait(0, deps=(s_tok, q_smem, k_bufs.index(s)))[0]
-            ring_release(k_empty, i, STAGES)
-            masked, k0 = tile_mask_args(seg_start, t0 + i, tf, CAUSAL)
-            p, m_i, alpha, l_i = _online_softmax(qk, m_i, l_i, qk_scale, masked, q0, k0, CAUSAL)
-            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-            ring_wait(v_ready, i, STAGES)
-            o_tok = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(s), acc,
-                                  is_async=True)
-            acc = warpgroup_mma_wait(0, deps=(o_tok, v_bufs.index(s)))[0]
-            ring_release(v_empty, i, STAGES)
+                ring_wait(v_ready, c + i, STAGES)
+                o_tok = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(s), acc,
+                                      is_async=True)
+                acc = warpgroup_mma_wait(0, deps=(o_tok, v_bufs.index(s)))[0]
+                ring_release(v_empty, c + i, STAGES)
+        # Every QK^T of this program has retired: the producer may load the next program's Q.
+        mbarrier.arrive(q_empty)
+        c += n
+        j += 1
 
-    rows = gl.arange(0, 64, layout=row_l)
-    if slot < 0:
-        empty = l_i == 0.0
-        l_safe = gl.where(empty, 1.0, l_i)
-        gl.store(LSE + q_row + WG * 64 + rows, gl.where(empty, float("inf"), m_i + gl.log2(l_safe)))
-        # Q's buffer is free once the last QK^T has retired: it stages O for the TMA store.
-        store_rows(o_desc, q_smem, q_row + WG * 64,
-                   acc / gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))[:, None])
-    else:  # one chunk of a split row: its unnormalised state, rows WG*64.. of a 128-row slot
-        o_rows = gl.arange(0, 64, layout=gl.SliceLayout(1, o_layout))
-        d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-        base = part.to(gl.int64) * 128 + WG * 64
-        gl.store(PartAcc + (base + o_rows[:, None]) * HEAD_DIM + d[None, :], acc)
-        gl.store(PartML + base + part.to(gl.int64) * 128 + rows, m_i)
-        gl.store(PartML + base + part.to(gl.int64) * 128 + 128 + rows, l_i)
+        if slot < 0:
+            empty = l_i == 0.0
+            l_safe = gl.where(empty, 1.0, l_i)
+            gl.store(LSE + q_row + rows, gl.where(empty, float("inf"), m_i + gl.log2(l_safe)))
+            store_rows(o_desc, o_bufs.index(WG), q_row,
+                       acc / gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout))[:, None])
+        else:  # one chunk of a split row: its unnormalised state, rows WG*64.. of a 128-row slot
+            o_rows = gl.arange(0, 64, layout=gl.SliceLayout(1, o_layout))
+            d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+            part = (bz * NUM_SLOTS + slot).to(gl.int64)
+            base = part * 128 + WG * 64
+            gl.store(PartAcc + (base + o_rows[:, None]) * HEAD_DIM + d[None, :], acc)
+            gl.store(PartML + base + part * 128 + rows, m_i)
+            gl.store(PartML + base + part * 128 + 128 + rows, l_i)
+    tma.store_wait(0)
 
 
 @gluon.jit
 def _attn_fwd_hopper(q_desc, k_desc, v_desc, o_desc, LSE, PartAcc, PartML, NUM_SLOTS,
-                     programs, seg_start, B, H, S, NUM_OUTER, qk_scale,
+                     programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, qk_scale,
                      HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                     CAUSAL: gl.constexpr, PIPELINE: gl.constexpr):
-    """One 128-query tile over its row's key tiles; q/k/v/o are TMA descriptors over (B*H*S, D)
-    rows (64-row blocks for q and o, BLOCK_N for k and v)."""
-    bz, h, o, t0, tf, t1, slot = program_entry(programs, B, NUM_OUTER)
-    q_tok = o * 128
-    kv_base = (bz * H + h) * S
-    q_row = kv_base + q_tok
-    part = bz * NUM_SLOTS + slot
-
+                     CAUSAL: gl.constexpr, PIPELINE: gl.constexpr, PINGPONG: gl.constexpr):
+    """128-query programs over their rows' key tiles; q/k/v/o are TMA descriptors over
+    (B*H*S, D) rows (64-row blocks for q and o, BLOCK_N for k and v). ``NUM_PROGS`` = batch x
+    the schedule's programs; the grid may be smaller (persistent CTAs)."""
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    o_bufs = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
     q_bar = one_barrier()
+    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_empty, count=2)  # both consumer warpgroups
     k_ready, k_empty = ring_barriers(STAGES)
     v_ready, v_empty = ring_barriers(STAGES)
+    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(turns.index(0), count=1)
+    mbarrier.init(turns.index(1), count=1)
+    mbarrier.arrive(turns.index(0))  # consumer 0 takes the first turn
     fence_async_shared()  # barrier inits visible to the async proxy (TMA) before first use
 
     # Argument tuples are written out: concatenating tuples in a jit function drops the
     # constexpr wrappers.
     gl.warp_specialize([
-        (_fwd_consumer, (o_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty,
-                         seg_start, LSE, PartAcc, PartML, q_row, q_tok, t0, tf, t1, slot, part,
-                         qk_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, PIPELINE)),
-        (_fwd_consumer, (o_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty,
-                         seg_start, LSE, PartAcc, PartML, q_row, q_tok, t0, tf, t1, slot, part,
-                         qk_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL, PIPELINE)),
-        (_fwd_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty,
-                         v_ready, v_empty, seg_start, q_row, kv_base, t0, t1, STAGES)),
+        (_fwd_consumer, (o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty,
+                         v_ready, v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS,
+                         NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
+                         PIPELINE, PINGPONG)),
+        (_fwd_consumer, (o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty,
+                         v_ready, v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS,
+                         NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
+                         PIPELINE, PINGPONG)),
+        (_fwd_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready,
+                         k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
+                         STAGES)),
     ], [4, 1], [240, 24])

@@ -114,8 +114,12 @@ def _descriptor_template(n_rows: int, head_dim: int, dtype: torch.dtype, rows: i
     return TensorDescriptor(base, [n_rows, head_dim], [head_dim, 1], [rows, head_dim], layout)
 
 
-def forward(q, k, v, schedules, sm_scale, causal, *, pipeline=None, out=None, lse=None):
-    """(out, lse) of the block-sparse attention; ``out``/``lse`` may be given (tests poison them)."""
+def forward(q, k, v, schedules, sm_scale, causal, *, loop=None, persistent=True, out=None, lse=None):
+    """(out, lse) of the block-sparse attention; ``out``/``lse`` may be given (tests poison them).
+
+    ``loop``: (pipeline, pingpong) of the consumer loop (default ``variants.FWD_LOOPS[0]``);
+    ``persistent``: one CTA per SM walking the programs (else one CTA per program).
+    """
     from .._attn_fwd import _attn_fwd_combine
     from ._fwd import _attn_fwd_hopper
 
@@ -128,12 +132,12 @@ def forward(q, k, v, schedules, sm_scale, causal, *, pipeline=None, out=None, ls
     if sch.num_slots:
         part_acc = torch.empty((B, slots, 128, D), dtype=torch.float32, device=q.device)
         part_ml = torch.empty((B, slots, 2, 128), dtype=torch.float32, device=q.device)
-    pipeline = V.FWD_PIPELINE_DEFAULT if pipeline is None else pipeline
-    _attn_fwd_hopper[(B * sch.num_programs,)](
+    pipeline, pingpong = loop or V.FWD_LOOPS[0]
+    _attn_fwd_hopper[_grid(B * sch.num_programs, q.device, persistent)](
         _descriptor(q, 64), _descriptor(k, V.BLOCK_N), _descriptor(v, V.BLOCK_N), _descriptor(out, 64),
-        lse, part_acc, part_ml, slots, sch.programs, sch.seg_start, B, H, S, sch.num_outer,
-        sm_scale * LOG2E, HEAD_DIM=D, BLOCK_N=V.BLOCK_N, STAGES=V.FWD_STAGES[D], CAUSAL=causal,
-        PIPELINE=pipeline, num_warps=4, maxnreg=V.MAXNREG)
+        lse, part_acc, part_ml, slots, sch.programs, sch.seg_start, B * sch.num_programs, B, H, S,
+        sch.num_outer, sm_scale * LOG2E, HEAD_DIM=D, BLOCK_N=V.BLOCK_N, STAGES=V.FWD_STAGES[D],
+        CAUSAL=causal, PIPELINE=pipeline, PINGPONG=pingpong, num_warps=4, maxnreg=V.MAXNREG)
     if sch.num_split_rows:
         _attn_fwd_combine[(B * sch.num_split_rows,)](
             part_acc, part_ml, out, lse, sch.combine, slots, B, H, S, sch.num_outer,
@@ -141,7 +145,15 @@ def forward(q, k, v, schedules, sm_scale, causal, *, pipeline=None, out=None, ls
     return out, lse
 
 
-def backward(q, k, v, out, lse, dout, schedules, sm_scale, causal, *, grads=None):
+def _grid(num_programs, device, persistent):
+    """One CTA per SM (each takes every G-th program of the heaviest-first list), or one per
+    program. Shared memory allows one CTA per SM either way."""
+    from ..attention import _num_sms
+
+    return (max(1, min(num_programs, _num_sms(device)) if persistent else num_programs),)
+
+
+def backward(q, k, v, out, lse, dout, schedules, sm_scale, causal, *, persistent=True, grads=None):
     """(dq, dk, dv); deterministic (no atomics). ``grads`` may give the three outputs."""
     from ._bwd import _attn_dkdv_hopper, _attn_dq_hopper
 
@@ -152,16 +164,17 @@ def backward(q, k, v, out, lse, dout, schedules, sm_scale, causal, *, grads=None
     scales = (sm_scale * LOG2E, sm_scale)
     # dQ first: it writes Delta = rowsum(dO * O) for every query row, which dK/dV reads.
     sch = schedules["dq"]
-    _attn_dq_hopper[(B * sch.num_programs,)](
+    _attn_dq_hopper[_grid(B * sch.num_programs, q.device, persistent)](
         _descriptor(q, 64), _descriptor(k, V.BLOCK_N), _descriptor(v, V.BLOCK_N), _descriptor(dout, 64),
-        _descriptor(dq, 64), out, lse, delta, sch.programs, sch.seg_start, B, H, S, sch.num_outer,
+        _descriptor(dq, 64), out, lse, delta, sch.programs, sch.seg_start, B * sch.num_programs, B, H, S,
+        sch.num_outer,
         *scales, HEAD_DIM=D, BLOCK_N=V.BLOCK_N, STAGES=V.DQ_STAGES[D], CAUSAL=causal,
         num_warps=4, maxnreg=V.MAXNREG)
     sch = schedules["dkdv"]
     m = V.BWD_BLOCK_M
-    _attn_dkdv_hopper[(B * sch.num_programs,)](
+    _attn_dkdv_hopper[_grid(B * sch.num_programs, q.device, persistent)](
         _descriptor(k, 64), _descriptor(v, 64), _descriptor(q, m), _descriptor(dout, m),
         _descriptor(dk, 64), _descriptor(dv, 64), lse, delta, sch.programs, sch.seg_start,
-        B, H, S, sch.num_outer, *scales, HEAD_DIM=D, BLOCK_M=m, STAGES=V.DKDV_STAGES[D],
+        B * sch.num_programs, B, H, S, sch.num_outer, *scales, HEAD_DIM=D, BLOCK_M=m, STAGES=V.DKDV_STAGES[D],
         CAUSAL=causal, num_warps=4, maxnreg=V.MAXNREG)
     return dq, dk, dv

@@ -23,7 +23,8 @@ DKDV_STAGES = {64: 3, 128: 3}
 # Registers: three warpgroups (two consumers + the producer's), 168 each on average; the
 # producer gives its share back (24) and each consumer warpgroup gets 240.
 MAXNREG = 168
-FWD_PIPELINE_DEFAULT = True
+# Forward loop structures (pipeline, pingpong); the first is the default.
+FWD_LOOPS = ((True, True), (False, False), (True, False))
 
 
 @dataclass(frozen=True)
@@ -32,19 +33,20 @@ class Variant:
     dtype: str  # "fp16" / "bf16"
     head_dim: int
     causal: bool
-    pipeline: bool = False  # forward only: QK^T of tile i+1 overlaps the softmax of tile i
+    pipeline: bool = False  # forward only: QK^T of tile i+1 and PV of tile i issued together
+    pingpong: bool = False  # forward only (with pipeline): the consumers take turns issuing GEMMs
 
     @property
     def name(self):
-        extra = "-pipe" if self.pipeline else ""
+        extra = ("-pipe" if self.pipeline else "") + ("-pingpong" if self.pingpong else "")
         return f"{self.kernel}-{self.dtype}-d{self.head_dim}{'-causal' if self.causal else ''}{extra}"
 
 
 def all_variants():
     out = []
     for dt, d, causal in itertools.product(DTYPES, HEAD_DIMS, (False, True)):
-        out += [Variant("fwd", dt, d, causal, pipeline=False), Variant("fwd", dt, d, causal, pipeline=True),
-                Variant("dq", dt, d, causal), Variant("dkdv", dt, d, causal)]
+        out += [Variant("fwd", dt, d, causal, *loop) for loop in FWD_LOOPS]
+        out += [Variant("dq", dt, d, causal), Variant("dkdv", dt, d, causal)]
     return out
 
 
@@ -82,14 +84,14 @@ def _signature(v: Variant):
 
         sig = dict(q_desc=_desc(dt, 64, d), k_desc=_desc(dt, BLOCK_N, d), v_desc=_desc(dt, BLOCK_N, d),
                    o_desc=_desc(dt, 64, d), LSE="*fp32", PartAcc="*fp32", PartML="*fp32",
-                   NUM_SLOTS="i32", programs="*i32", seg_start="*i32", B="i32", H="i32", S="i32",
-                   NUM_OUTER="i32", qk_scale="fp32", HEAD_DIM=None, BLOCK_N=None, STAGES=None,
-                   CAUSAL=None, PIPELINE=None)
+                   NUM_SLOTS="i32", programs="*i32", seg_start="*i32", NUM_PROGS="i32", B="i32", H="i32",
+                   S="i32", NUM_OUTER="i32", qk_scale="fp32", HEAD_DIM=None, BLOCK_N=None, STAGES=None,
+                   CAUSAL=None, PIPELINE=None, PINGPONG=None)
         consts = dict(HEAD_DIM=d, BLOCK_N=BLOCK_N, STAGES=FWD_STAGES[d], CAUSAL=v.causal,
-                      PIPELINE=v.pipeline)
+                      PIPELINE=v.pipeline, PINGPONG=v.pingpong)
         return _attn_fwd_hopper, sig, consts
-    common = dict(programs="*i32", seg_start="*i32", B="i32", H="i32", S="i32", NUM_OUTER="i32",
-                  qk_scale="fp32", sm_scale="fp32")
+    common = dict(programs="*i32", seg_start="*i32", NUM_PROGS="i32", B="i32", H="i32", S="i32",
+                  NUM_OUTER="i32", qk_scale="fp32", sm_scale="fp32")
     if v.kernel == "dq":
         from ._bwd import _attn_dq_hopper
 

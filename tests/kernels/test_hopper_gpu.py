@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sparsecli.kernels import hopper
+from sparsecli.kernels.hopper import variants as V
 from sparsecli.kernels.reference import blocksparse_attention_reference
 
 OUT_BOUND = {torch.float16: 5e-3, torch.bfloat16: 1.5e-2}
@@ -46,15 +47,15 @@ def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
-def check(B, H, S, D, dtype, kind, causal, pipeline):
+def check(B, H, S, D, dtype, kind, causal, loop, persistent=True):
     lay = _layout(kind, H, S // 128)
     q, k, v, dout = (_rand(B, H, S, D, dtype=dtype) for _ in range(4))
     scale = D ** -0.5
     sch = hopper.tile_schedules(lay, 128, causal, num_heads=H, batch=B, device=q.device)
     nan = lambda t: torch.full_like(t, float("nan"))  # noqa: E731
-    out, lse = hopper.forward(q, k, v, sch, scale, causal, pipeline=pipeline, out=nan(q),
+    out, lse = hopper.forward(q, k, v, sch, scale, causal, loop=loop, persistent=persistent, out=nan(q),
                               lse=torch.full((B, H, S), float("nan"), device="cuda"))
-    dq, dk, dv = hopper.backward(q, k, v, out, lse, dout, sch, scale, causal,
+    dq, dk, dv = hopper.backward(q, k, v, out, lse, dout, sch, scale, causal, persistent=persistent,
                                  grads=(nan(q), nan(k), nan(v)))
     q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
     ref = blocksparse_attention_reference(q64, k64, v64, lay.cuda(), 128, causal=causal, sm_scale=scale,
@@ -74,15 +75,18 @@ def check(B, H, S, D, dtype, kind, causal, pipeline):
 GRID = list(itertools.product((torch.float16, torch.bfloat16), (64, 128), ("random", "sliding"), (False, True)))
 
 
-@pytest.mark.parametrize("dtype,D,kind,causal", GRID)
+@pytest.mark.parametrize("dtype,D,kind,causal", GRID,
+                         ids=[f"{str(g[0])[6:]}-d{g[1]}-{g[2]}{'-causal' if g[3] else ''}" for g in GRID])
 def test_hopper_grid(dtype, D, kind, causal):
+    # Every forward loop structure meets each dtype, head dim, layout and causal setting.
     i = GRID.index((dtype, D, kind, causal))
-    check(2, 3, 2560 if kind == "random" else 2048, D, dtype, kind, causal, pipeline=bool(i % 2))
+    check(2, 3, 2560 if kind == "random" else 2048, D, dtype, kind, causal, V.FWD_LOOPS[i % len(V.FWD_LOOPS)])
 
 
-@pytest.mark.parametrize("pipeline", (False, True))
-def test_hopper_dense_long_rows(pipeline):
-    check(1, 2, 4096, 128, torch.bfloat16, "dense", False, pipeline)
+@pytest.mark.parametrize("loop", V.FWD_LOOPS, ids=str)
+@pytest.mark.parametrize("persistent", (True, False))
+def test_hopper_dense_long_rows(loop, persistent):
+    check(1, 2, 4096, 128, torch.bfloat16, "dense", False, loop, persistent)
 
 
 def test_hopper_backward_is_deterministic():
