@@ -8,7 +8,7 @@ blocks only (4*B*nnz*b^2*D forward, 3.5x that forward+backward). Layouts are the
 
     python scripts/hopper_check.py [--cases SUBSTR ...] [--providers NAME ...] [--out FILE]
 
-Providers: hopper (the default variant), hopper-plain / hopper-pipe (other forward loops),
+Providers: hopper (the default variant), hopper-q1 / hopper-plain (other forward kernels),
 hopper-1cta (one CTA per program instead of persistent CTAs), triton (ours, portable),
 flex-triton, flex-flash (FlexAttention BACKEND="FLASH" = FlashAttention-4, layout as a mask_mod
 through create_block_mask), fa4-dense, cudnn-dense. ``--profile CASE`` runs one call of the
@@ -94,23 +94,29 @@ class _HopperAttention(torch.autograd.Function):
 
 
 # Hopper variants: (forward loop (pipeline, pingpong), persistent CTAs); "hopper" is the default.
-HOPPER = {"hopper": (None, True), "hopper-plain": ((False, False), True), "hopper-pipe": ((True, False), True),
+HOPPER = {"hopper": (None, True), "hopper-q1": ((True, True, 1), True), "hopper-plain": ((False, False, 1), True),
           "hopper-1cta": (None, False)}
-FWD_ONLY = ("hopper-plain", "hopper-pipe")  # the backward does not depend on the forward loop
+FWD_ONLY = ("hopper-q1", "hopper-plain")  # the backward does not depend on the forward loop
 
 
-def providers(c: Case, lay):
-    """name -> (callable(q, k, v) or None, reason when None). Inputs are (B, H, S, D)."""
+def providers(c: Case, lay, names):
+    """name -> (callable(q, k, v) or None, reason when None) for the ``names`` asked for, in the
+    order of ``PROVIDERS``. Inputs are (B, H, S, D)."""
     scale = c.D ** -0.5
     sch = hopper.tile_schedules(lay, BLOCK, False, num_heads=H, batch=c.B, device="cuda")
-    p = {name: ((lambda q, k, v, a=args: _HopperAttention.apply(q, k, v, sch, scale, *a)), None)
-         for name, args in HOPPER.items()}
-    p["triton"] = (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK), None)
-    p["flex-triton"] = _flex(lay, c, None)
-    p["flex-flash"] = _flex(lay, c, "FLASH")
-    p["cudnn-dense"] = (_sdpa_cudnn, None)
-    p["fa4-dense"] = _fa4_dense()
-    return p
+
+    def make(name):
+        if name in HOPPER:
+            return (lambda q, k, v, a=HOPPER[name]: _HopperAttention.apply(q, k, v, sch, scale, *a)), None
+        if name == "triton":
+            return (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK)), None
+        if name.startswith("flex"):
+            return _flex(lay, c, "FLASH" if name == "flex-flash" else None)
+        return (_sdpa_cudnn, None) if name == "cudnn-dense" else _fa4_dense()
+    return {name: make(name) for name in PROVIDERS if name in names}
+
+
+PROVIDERS = (*HOPPER, "triton", "flex-triton", "flex-flash", "fa4-dense", "cudnn-dense")
 
 
 def _sdpa_cudnn(q, k, v):
@@ -185,15 +191,13 @@ def run_case(c: Case, names, dense_rows):
     flops = 4 * c.B * nnz * BLOCK**2 * c.D * (3.5 if c.mode == "fwdbwd" else 1.0)
     dense_flops = 4 * c.B * H * c.S**2 * c.D * (3.5 if c.mode == "fwdbwd" else 1.0)
     rows = {}
-    for name, (fn, why) in providers(c, lay).items():
-        if name not in names:
-            continue
-        dense = name.endswith("-dense")
-        if dense and c.layout != "dense" and name in dense_rows.get((c.S, c.D, c.mode, c.dtype), {}):
+    todo = [n for n in names if not (n in FWD_ONLY and c.mode != "fwd")]
+    for name in [n for n in todo if n.endswith("-dense")]:
+        if name in dense_rows.get((c.S, c.D, c.mode, c.dtype), {}):
             rows[name] = dense_rows[(c.S, c.D, c.mode, c.dtype)][name]  # same shapes: measured once
-            continue
-        if name in FWD_ONLY and c.mode != "fwd":
-            continue
+            todo.remove(name)
+    for name, (fn, why) in providers(c, lay, todo).items():
+        dense = name.endswith("-dense")
         row = {"provider": name}
         if fn is None:
             rows[name] = dict(row, error=why)
@@ -255,22 +259,29 @@ def print_table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=[], help="keep cases whose id contains any of these")
+    ap.add_argument("--mode", choices=("fwd", "fwdbwd"), help="only this pass")
     ap.add_argument("--providers", nargs="*",
                     default=["hopper", "triton", "flex-triton", "flex-flash", "fa4-dense", "cudnn-dense"])
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "hopper_check.json"))
+    ap.add_argument("--append", action="store_true", help="add to the rows already in --out")
     ap.add_argument("--profile", help="one fwd(+bwd) call of the default Hopper variant on this case id")
     args = ap.parse_args()
     if args.profile:
         c = next(c for c in cases() if c.case_id == args.profile)
-        fn = providers(c, make_layout(c.layout, c.S))["hopper"][0]
+        fn = providers(c, make_layout(c.layout, c.S), ["hopper"])["hopper"][0]
         q, k, v, dout = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype) for _ in range(4))
         _step(fn, q, k, v, dout, c.mode)()
         torch.cuda.synchronize()
         return
     torch._dynamo.config.cache_size_limit = 64
-    selected = [c for c in cases() if not args.cases or any(w in c.case_id for w in args.cases)]
+    # In the order of the patterns given: the cases a cut-short run must reach go first.
+    selected = list(dict.fromkeys(c for w in (args.cases or [""]) for c in cases()
+                                  if w in c.case_id and args.mode in (None, c.mode)))
     warm_gpu()
     rows, dense_rows = [], {}
+    if args.append and os.path.exists(args.out):
+        with open(args.out) as f:
+            rows = json.load(f)["results"]
     env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__)
     for c in selected:
         rows.append(run_case(c, set(args.providers), dense_rows))

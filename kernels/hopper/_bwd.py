@@ -39,8 +39,8 @@ def _dq_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_buf
         kv_base = (bz * H + h) * S
         mbarrier.wait(q_empty, (j & 1) ^ 1)
         mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes + 2 * do_desc.block_type.nbytes)
-        load_pair(q_desc, q_bufs, kv_base + o * 128, q_bar)
-        load_pair(do_desc, do_bufs, kv_base + o * 128, q_bar)
+        load_pair(q_desc, q_bufs, 0, kv_base + o * 128, q_bar)
+        load_pair(do_desc, do_bufs, 0, kv_base + o * 128, q_bar)
         for t in range(t0, t1):
             row = kv_base + gl.load(seg_start + t)
             ring_fill(k_desc, k_bufs, k_ready, k_empty, c, row, STAGES)
@@ -153,8 +153,8 @@ def _dkdv_producer(k_desc, v_desc, q_desc, do_desc, k_bufs, v_bufs, q_bufs, do_b
         kv_base = (bz * H + h) * S
         mbarrier.wait(kv_empty, (j & 1) ^ 1)
         mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
-        load_pair(k_desc, k_bufs, kv_base + o * 128, kv_bar)
-        load_pair(v_desc, v_bufs, kv_base + o * 128, kv_bar)
+        load_pair(k_desc, k_bufs, 0, kv_base + o * 128, kv_bar)
+        load_pair(v_desc, v_bufs, 0, kv_base + o * 128, kv_bar)
         for t in range(t0, t1):
             row = kv_base + gl.load(seg_start + t)
             ring_fill(q_desc, q_bufs, q_ready, q_empty, c, row, STAGES)

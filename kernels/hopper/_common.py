@@ -48,11 +48,11 @@ def one_barrier():
 
 
 @gluon.jit
-def load_pair(desc, bufs, row, bar):
-    """The two 64-row halves of a 128-row outer tile, one per consumer warpgroup, on ``bar``
-    (whose expect-tx the caller has set)."""
-    tma_load(desc, [row, 0], bar, bufs.index(0))
-    tma_load(desc, [row + 64, 0], bar, bufs.index(1))
+def load_pair(desc, bufs, first, row, bar):
+    """The two 64-row halves of a 128-row outer tile into ``bufs[first]`` and ``bufs[first + 1]``
+    (one per consumer warpgroup), on ``bar`` (whose expect-tx the caller has set)."""
+    tma_load(desc, [row, 0], bar, bufs.index(first))
+    tma_load(desc, [row + 64, 0], bar, bufs.index(first + 1))
 
 
 @gluon.jit

@@ -23,24 +23,26 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
-from ._common import (NEG_INF, causal_keep, load_pair, one_barrier, operand_a_layout,
+from ._common import (NEG_INF, causal_keep, load_pair, operand_a_layout,
                       program_entry, ring_barriers, ring_fill, ring_release, ring_wait,
                       store_rows, tile_mask_args, turn_pass, turn_wait, wgmma_layout)
 
 
 @gluon.jit
-def _fwd_producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty,
+def _fwd_producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, k_empty,
                   v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
-                  STAGES: gl.constexpr):
+                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr):
     c = 0  # key tiles loaded so far by this CTA: ring slot and phase
-    j = 0  # programs so far: Q buffer phase
+    j = 0  # programs so far: Q buffer and phase
     for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
         bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
         kv_base = (bz * H + h) * S
-        # Q of the next program once both consumers are past their last QK^T of this one.
-        mbarrier.wait(q_empty, (j & 1) ^ 1)
-        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-        load_pair(q_desc, q_bufs, kv_base + o * 128, q_bar)
+        # Q of a program goes into a free Q buffer (both consumers past their last QK^T of the
+        # program that used it): with two buffers it loads while the previous program runs.
+        qs = j % Q_BUFS
+        mbarrier.wait(q_empty.index(qs), ((j // Q_BUFS) & 1) ^ 1)
+        mbarrier.expect(q_ready.index(qs), 2 * q_desc.block_type.nbytes)
+        load_pair(q_desc, q_bufs, 2 * qs, kv_base + o * 128, q_ready.index(qs))
         for t in range(t0, t1):
             row = kv_base + gl.load(seg_start + t)
             ring_fill(k_desc, k_bufs, k_ready, k_empty, c, row, STAGES)
@@ -68,17 +70,16 @@ def _online_softmax(qk, m_i, l_i, qk_scale, masked, q0, k0, CAUSAL: gl.constexpr
 
 
 @gluon.jit
-def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready,
+def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
                   v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS, NUM_PROGS,
                   B, H, S, NUM_OUTER, qk_scale, WG: gl.constexpr, HEAD_DIM: gl.constexpr,
                   BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                  PIPELINE: gl.constexpr, PINGPONG: gl.constexpr):
+                  PIPELINE: gl.constexpr, PINGPONG: gl.constexpr, Q_BUFS: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
     s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
     o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
     p_layout: gl.constexpr = operand_a_layout(HEAD_DIM)
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
-    q_smem = q_bufs.index(WG)
     s_zero = gl.zeros([64, BLOCK_N], gl.float32, s_layout)
     rows = gl.arange(0, 64, layout=row_l)
     c = 0  # key tiles consumed so far (ring slot and phase, as in the producer)
@@ -91,7 +92,8 @@ def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_read
         m_i = gl.full([64], NEG_INF, gl.float32, row_l)
         l_i = gl.zeros([64], gl.float32, row_l)
         acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
-        mbarrier.wait(q_bar, j & 1)
+        q_smem = q_bufs.index((j % Q_BUFS) * 2 + WG)
+        ring_wait(q_ready, j, Q_BUFS)
         n = t1 - t0
         if PIPELINE:
             if n > 0:
@@ -153,8 +155,8 @@ def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_read
                                       is_async=True)
                 acc = warpgroup_mma_wait(0, deps=(o_tok, v_bufs.index(s)))[0]
                 ring_release(v_empty, c + i, STAGES)
-        # Every QK^T of this program has retired: the producer may load the next program's Q.
-        mbarrier.arrive(q_empty)
+        # Every QK^T of this program has retired: its Q buffer may take a later program's Q.
+        ring_release(q_empty, j, Q_BUFS)
         c += n
         j += 1
 
@@ -179,18 +181,17 @@ def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_read
 def _attn_fwd_hopper(q_desc, k_desc, v_desc, o_desc, LSE, PartAcc, PartML, NUM_SLOTS,
                      programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, qk_scale,
                      HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                     CAUSAL: gl.constexpr, PIPELINE: gl.constexpr, PINGPONG: gl.constexpr):
+                     CAUSAL: gl.constexpr, PIPELINE: gl.constexpr, PINGPONG: gl.constexpr,
+                     Q_BUFS: gl.constexpr):
     """128-query programs over their rows' key tiles; q/k/v/o are TMA descriptors over
     (B*H*S, D) rows (64-row blocks for q and o, BLOCK_N for k and v). ``NUM_PROGS`` = batch x
     the schedule's programs; the grid may be smaller (persistent CTAs)."""
     dtype: gl.constexpr = q_desc.dtype
-    q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    q_bufs = gl.allocate_shared_memory(dtype, [2 * Q_BUFS] + q_desc.block_type.shape, q_desc.layout)
     o_bufs = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-    q_bar = one_barrier()
-    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_empty, count=2)  # both consumer warpgroups
+    q_ready, q_empty = ring_barriers(Q_BUFS)
     k_ready, k_empty = ring_barriers(STAGES)
     v_ready, v_empty = ring_barriers(STAGES)
     turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -202,15 +203,15 @@ def _attn_fwd_hopper(q_desc, k_desc, v_desc, o_desc, LSE, PartAcc, PartML, NUM_S
     # Argument tuples are written out: concatenating tuples in a jit function drops the
     # constexpr wrappers.
     gl.warp_specialize([
-        (_fwd_consumer, (o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty,
+        (_fwd_consumer, (o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, k_empty,
                          v_ready, v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS,
                          NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
-                         PIPELINE, PINGPONG)),
-        (_fwd_consumer, (o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty,
+                         PIPELINE, PINGPONG, Q_BUFS)),
+        (_fwd_consumer, (o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, k_empty,
                          v_ready, v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS,
                          NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
-                         PIPELINE, PINGPONG)),
-        (_fwd_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready,
+                         PIPELINE, PINGPONG, Q_BUFS)),
+        (_fwd_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready,
                          k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
-                         STAGES)),
+                         STAGES, Q_BUFS)),
     ], [4, 1], [240, 24])

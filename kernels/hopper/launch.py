@@ -117,7 +117,7 @@ def _descriptor_template(n_rows: int, head_dim: int, dtype: torch.dtype, rows: i
 def forward(q, k, v, schedules, sm_scale, causal, *, loop=None, persistent=True, out=None, lse=None):
     """(out, lse) of the block-sparse attention; ``out``/``lse`` may be given (tests poison them).
 
-    ``loop``: (pipeline, pingpong) of the consumer loop (default ``variants.FWD_LOOPS[0]``);
+    ``loop``: (pipeline, pingpong, Q buffers) of the kernel (default ``variants.FWD_LOOPS[0]``);
     ``persistent``: one CTA per SM walking the programs (else one CTA per program).
     """
     from .._attn_fwd import _attn_fwd_combine
@@ -132,12 +132,13 @@ def forward(q, k, v, schedules, sm_scale, causal, *, loop=None, persistent=True,
     if sch.num_slots:
         part_acc = torch.empty((B, slots, 128, D), dtype=torch.float32, device=q.device)
         part_ml = torch.empty((B, slots, 2, 128), dtype=torch.float32, device=q.device)
-    pipeline, pingpong = loop or V.FWD_LOOPS[0]
+    pipeline, pingpong, q_bufs = loop or V.FWD_LOOPS[0]
     _attn_fwd_hopper[_grid(B * sch.num_programs, q.device, persistent)](
         _descriptor(q, 64), _descriptor(k, V.BLOCK_N), _descriptor(v, V.BLOCK_N), _descriptor(out, 64),
         lse, part_acc, part_ml, slots, sch.programs, sch.seg_start, B * sch.num_programs, B, H, S,
         sch.num_outer, sm_scale * LOG2E, HEAD_DIM=D, BLOCK_N=V.BLOCK_N, STAGES=V.FWD_STAGES[D],
-        CAUSAL=causal, PIPELINE=pipeline, PINGPONG=pingpong, num_warps=4, maxnreg=V.MAXNREG)
+        CAUSAL=causal, PIPELINE=pipeline, PINGPONG=pingpong, Q_BUFS=q_bufs, num_warps=4,
+        maxnreg=V.MAXNREG)
     if sch.num_split_rows:
         _attn_fwd_combine[(B * sch.num_split_rows,)](
             part_acc, part_ml, out, lse, sch.combine, slots, B, H, S, sch.num_outer,

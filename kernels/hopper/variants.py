@@ -23,8 +23,10 @@ DKDV_STAGES = {64: 3, 128: 3}
 # Registers: three warpgroups (two consumers + the producer's), 168 each on average; the
 # producer gives its share back (24) and each consumer warpgroup gets 240.
 MAXNREG = 168
-# Forward loop structures (pipeline, pingpong); the first is the default.
-FWD_LOOPS = ((True, True), (False, False), (True, False))
+# Forward loop structures (pipeline, pingpong, Q buffers); the first is the default. Measured on
+# the H200 (docs/hopper-notes.md, run 2): pipelined + ping-pong 618 TF/s on dense D128 against
+# 593 without ping-pong and 540 for the plain loop; the plain loop stays as the simple reference.
+FWD_LOOPS = ((True, True, 2), (True, True, 1), (False, False, 1))
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,12 @@ class Variant:
     causal: bool
     pipeline: bool = False  # forward only: QK^T of tile i+1 and PV of tile i issued together
     pingpong: bool = False  # forward only (with pipeline): the consumers take turns issuing GEMMs
+    q_bufs: int = 1  # forward only: Q buffers (2: the next program's Q loads during this one)
 
     @property
     def name(self):
         extra = ("-pipe" if self.pipeline else "") + ("-pingpong" if self.pingpong else "")
+        extra += f"-q{self.q_bufs}" if self.kernel == "fwd" else ""
         return f"{self.kernel}-{self.dtype}-d{self.head_dim}{'-causal' if self.causal else ''}{extra}"
 
 
@@ -86,9 +90,9 @@ def _signature(v: Variant):
                    o_desc=_desc(dt, 64, d), LSE="*fp32", PartAcc="*fp32", PartML="*fp32",
                    NUM_SLOTS="i32", programs="*i32", seg_start="*i32", NUM_PROGS="i32", B="i32", H="i32",
                    S="i32", NUM_OUTER="i32", qk_scale="fp32", HEAD_DIM=None, BLOCK_N=None, STAGES=None,
-                   CAUSAL=None, PIPELINE=None, PINGPONG=None)
+                   CAUSAL=None, PIPELINE=None, PINGPONG=None, Q_BUFS=None)
         consts = dict(HEAD_DIM=d, BLOCK_N=BLOCK_N, STAGES=FWD_STAGES[d], CAUSAL=v.causal,
-                      PIPELINE=v.pipeline, PINGPONG=v.pingpong)
+                      PIPELINE=v.pipeline, PINGPONG=v.pingpong, Q_BUFS=v.q_bufs)
         return _attn_fwd_hopper, sig, consts
     common = dict(programs="*i32", seg_start="*i32", NUM_PROGS="i32", B="i32", H="i32", S="i32",
                   NUM_OUTER="i32", qk_scale="fp32", sm_scale="fp32")

@@ -46,7 +46,14 @@ def test_variant_compiles_for_sm90(compiled, name):
 def test_pipelined_forward_issues_qk_of_the_next_tile_early(compiled):
     # The pipelined loop has a prologue QK^T and a PV epilogue besides its steady state.
     for dt in V.DTYPES:
-        assert compiled[f"fwd-{dt}-d128-pipe"]["wgmma"] > compiled[f"fwd-{dt}-d128"]["wgmma"]
+        assert compiled[f"fwd-{dt}-d128-pipe-pingpong-q1"]["wgmma"] > compiled[f"fwd-{dt}-d128-q1"]["wgmma"]
+
+
+def test_second_q_buffer_fits_shared_memory(compiled):
+    # The default forward double-buffers Q at every head dim: still one program per SM.
+    for v in V.all_variants():
+        if v.kernel == "fwd" and v.q_bufs == 2:
+            assert compiled[v.name]["shared"] <= SMEM_LIMIT
 
 
 def test_supports_says_why_not():
