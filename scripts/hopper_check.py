@@ -8,7 +8,7 @@ blocks only (4*B*nnz*b^2*D forward, 3.5x that forward+backward). Layouts are the
 
     python scripts/hopper_check.py [--cases SUBSTR ...] [--providers NAME ...] [--out FILE]
 
-Providers: hopper (the default variant), hopper-q1 / hopper-plain (other forward kernels),
+Providers: hopper (the default variant), hopper-q2 / hopper-plain (other forward kernels),
 hopper-1cta (one CTA per program instead of persistent CTAs), triton (ours, portable),
 flex-triton, flex-flash (FlexAttention BACKEND="FLASH" = FlashAttention-4, layout as a mask_mod
 through create_block_mask), fa4-dense, cudnn-dense. ``--profile CASE`` runs one call of the
@@ -76,38 +76,19 @@ def make_layout(kind, S):
     return cfg.make_layout(S)
 
 
-class _HopperAttention(torch.autograd.Function):
-    """The Hopper entry points under autograd (the library's dispatch does the same)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, sch, scale, loop, persistent):
-        out, lse = hopper.forward(q, k, v, sch, scale, False, loop=loop, persistent=persistent)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.sch, ctx.scale, ctx.persistent = sch, scale, persistent
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
-        grads = hopper.backward(q, k, v, out, lse, dout, ctx.sch, ctx.scale, False, persistent=ctx.persistent)
-        return (*grads, None, None, None, None)
-
-
 # Hopper variants: (forward loop (pipeline, pingpong), persistent CTAs); "hopper" is the default.
-HOPPER = {"hopper": (None, True), "hopper-q1": ((True, True, 1), True), "hopper-plain": ((False, False, 1), True),
+HOPPER = {"hopper": (None, True), "hopper-q2": ((True, True, 2), True), "hopper-plain": ((False, False, 1), True),
           "hopper-1cta": (None, False)}
-FWD_ONLY = ("hopper-q1", "hopper-plain")  # the backward does not depend on the forward loop
+FWD_ONLY = ("hopper-q2", "hopper-plain")  # the backward does not depend on the forward loop
 
 
 def providers(c: Case, lay, names):
     """name -> (callable(q, k, v) or None, reason when None) for the ``names`` asked for, in the
     order of ``PROVIDERS``. Inputs are (B, H, S, D)."""
-    scale = c.D ** -0.5
-    sch = hopper.tile_schedules(lay, BLOCK, False, num_heads=H, batch=c.B, device="cuda")
-
     def make(name):
         if name in HOPPER:
-            return (lambda q, k, v, a=HOPPER[name]: _HopperAttention.apply(q, k, v, sch, scale, *a)), None
+            loop, persistent = HOPPER[name]
+            return (lambda q, k, v: hopper.attention(q, k, v, lay, BLOCK, loop=loop, persistent=persistent)), None
         if name == "triton":
             return (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK)), None
         if name.startswith("flex"):
@@ -128,7 +109,7 @@ def _sdpa_cudnn(q, k, v):
 
 def _flex(lay, c, backend):
     try:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        from torch.nn.attention.flex_attention import BlockMask, flex_attention
     except ImportError as e:
         return None, f"no flex_attention: {e}"
     if backend == "FLASH":
@@ -138,12 +119,17 @@ def _flex(lay, c, backend):
             return None, f"flash-attn-4 not importable ({type(e).__name__})"
     lay_d = lay.to("cuda").bool()
 
-    # The layout as a mask_mod (not BlockMask.from_kv_blocks: with a trivial mask_mod the FLASH
-    # backend of torch 2.11 silently computes dense attention, pytorch#188322).
+    # Every layout block is a full 128-block; the mask_mod (a lookup of the layout) must still be
+    # non-trivial: with none, the FLASH backend of torch 2.11 silently computes dense attention
+    # (pytorch#188322). from_kv_blocks builds the mask from the layout directly: create_block_mask
+    # compiles a mask evaluation per shape, over a minute per case on the H200 (run 4).
     def mask_mod(b, h, q_idx, kv_idx):
         return lay_d[h, q_idx // BLOCK, kv_idx // BLOCK]
 
-    bm = create_block_mask(mask_mod, None, H, c.S, c.S, device="cuda", BLOCK_SIZE=BLOCK, _compile=True)
+    full_num = lay_d.sum(-1, dtype=torch.int32)[None]
+    full_idx = torch.sort((~lay_d).to(torch.int8), dim=-1, stable=True).indices.to(torch.int32)[None]
+    bm = BlockMask.from_kv_blocks(torch.zeros_like(full_num), torch.zeros_like(full_idx), full_num, full_idx,
+                                  BLOCK_SIZE=BLOCK, mask_mod=mask_mod, seq_lengths=(c.S, c.S))
     opts = {"BACKEND": backend} if backend else None
     fn = torch.compile(flex_attention)
     return (lambda q, k, v: fn(q, k, v, block_mask=bm, kernel_options=opts)), None
@@ -203,10 +189,6 @@ def run_case(c: Case, names, dense_rows):
             rows[name] = dict(row, error=why)
             continue
         try:
-            if name.startswith("hopper"):
-                ok, why = hopper.supports(q, k, v, BLOCK, sm_scale=c.D ** -0.5)
-                if not ok:
-                    raise RuntimeError(why)
             row["rel_err"] = check(fn, q, k, v, dout, lay, "fwd" if c.mode == "fwd" else "bwd", dense)
             tol = TOL["fwd" if c.mode == "fwd" else "bwd"]
             if max(row["rel_err"].values()) > tol:

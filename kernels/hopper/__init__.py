@@ -5,6 +5,7 @@ two wgmma consumer warpgroups per program (``_fwd.py``, ``_bwd.py``, shared piec
 ``_common.py``), launched from ``launch.py``. ``variants.py`` lists every compiled variant (CI
 compiles each for sm90 on a CPU). Nothing here imports Gluon until a kernel is launched.
 """
-from .launch import backward, forward, gluon_available, supports, tile_schedules
+from .launch import CALLS, attention, backward, device_support, forward, gluon_available, supports, tile_schedules
 
-__all__ = ["backward", "forward", "gluon_available", "supports", "tile_schedules"]
+__all__ = ["CALLS", "attention", "backward", "device_support", "forward", "gluon_available", "supports",
+           "tile_schedules"]

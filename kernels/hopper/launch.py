@@ -38,6 +38,19 @@ def _gluon_import_error():
     return None
 
 
+def device_support(capability):
+    """``(True, "")`` if a GPU of ``capability`` (major, minor) can run the Hopper kernels with
+    this triton, else ``(False, reason)``."""
+    if capability is None:
+        return False, "no CUDA GPU"
+    major, minor = capability
+    if major != 9:
+        return False, f"GPU is sm{major}{minor}; the Hopper kernels need sm90 (H100/H200)"
+    if not gluon_available():
+        return False, f"triton has no Gluon Hopper support ({_gluon_import_error()})"
+    return True, ""
+
+
 def supports(q, k, v, block, *, sm_scale, masks=False, rpe=False, causal=False):
     """``(True, "")`` if the Hopper kernels can compute this call, else ``(False, reason)``.
 
@@ -47,11 +60,10 @@ def supports(q, k, v, block, *, sm_scale, masks=False, rpe=False, causal=False):
     del causal
     if not q.is_cuda:
         return False, "tensors are not on a CUDA device"
-    major, minor = _capability(q.device.index if q.device.index is not None else torch.cuda.current_device())
-    if major != 9:
-        return False, f"GPU is sm{major}{minor}, the Hopper kernels need sm90 (H100/H200)"
-    if not gluon_available():
-        return False, f"triton has no Gluon Hopper support ({_gluon_import_error()})"
+    ok, why = device_support(_capability(q.device.index if q.device.index is not None
+                                         else torch.cuda.current_device()))
+    if not ok:
+        return False, why
     if q.dtype not in (torch.float16, torch.bfloat16):
         return False, f"dtype {q.dtype} (Hopper kernels take float16/bfloat16)"
     if q.shape[-1] not in V.HEAD_DIMS:
@@ -70,6 +82,9 @@ def supports(q, k, v, block, *, sm_scale, masks=False, rpe=False, causal=False):
 @functools.lru_cache(maxsize=None)
 def _capability(index: int):
     return torch.cuda.get_device_capability(index)
+
+
+CALLS = "block-128 layouts, fp16/bf16, head dim 64 or 128, no key_padding_mask/attn_mask/rpe"
 
 
 def tile_schedules(layout, block, causal, num_heads, batch, device):
@@ -179,3 +194,32 @@ def backward(q, k, v, out, lse, dout, schedules, sm_scale, causal, *, persistent
         B * sch.num_programs, B, H, S, sch.num_outer, *scales, HEAD_DIM=D, BLOCK_M=m, STAGES=V.DKDV_STAGES[D],
         CAUSAL=causal, num_warps=4, maxnreg=V.MAXNREG)
     return dq, dk, dv
+
+
+class _HopperAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, schedules, sm_scale, causal, loop, persistent):
+        out, lse = forward(q, k, v, schedules, sm_scale, causal, loop=loop, persistent=persistent)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.args = (schedules, sm_scale, causal)
+        ctx.persistent = persistent
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        grads = backward(q, k, v, out, lse, dout, *ctx.args, persistent=ctx.persistent)
+        return (*grads, None, None, None, None, None)
+
+
+def attention(q, k, v, layout, block, *, causal=False, sm_scale=None, loop=None, persistent=True):
+    """Differentiable block-sparse attention on the Hopper kernels alone (benchmarks and tests;
+    ``blocksparse_attention`` is the library entry). Raises ValueError with the reason when
+    ``supports`` says no."""
+    sm_scale = q.shape[-1] ** -0.5 if sm_scale is None else float(sm_scale)
+    ok, why = supports(q, k, v, block, sm_scale=sm_scale, causal=causal)
+    if not ok:
+        raise ValueError(f"the Hopper kernels cannot run this call: {why}")
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    sch = tile_schedules(layout, block, causal, q.shape[1], q.shape[0], q.device)
+    return _HopperAttention.apply(q, k, v, sch, sm_scale, causal, loop, persistent)

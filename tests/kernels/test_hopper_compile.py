@@ -62,6 +62,20 @@ def test_supports_says_why_not():
     assert not ok and "CUDA" in why
 
 
+def test_attention_entry_refuses_with_the_reason():
+    q = torch.zeros(1, 1, 256, 64, dtype=torch.float16)
+    with pytest.raises(ValueError, match="CUDA"):
+        hopper.attention(q, q, q, torch.ones(2, 2), 128)
+
+
+def test_info_names_the_hopper_path_and_why_not():
+    from sparsecli.cli.info import _hopper_path
+
+    assert _hopper_path(None) == "not available: no CUDA GPU"
+    assert "sm80" in _hopper_path("8.0")
+    assert _hopper_path("9.0").startswith("available for block-128")
+
+
 def test_schedules_use_hopper_tiles():
     lay = torch.ones(2, 4, 4, dtype=torch.long)
     sch = hopper.tile_schedules(lay, 128, False, num_heads=2, batch=1, device="cpu")
