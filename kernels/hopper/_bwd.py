@@ -13,7 +13,10 @@ Two launches, as in the portable path, each with the partitions of ``_common.py`
   already shaped as the A operand of dV += P^T dO and dK += dS^T Q: four GEMMs per tile, nothing
   staged through shared memory (FA3's "swapAB").
 
-Every gradient element is summed by one program in a fixed order. Both kernels are persistent
+Grouped-query heads: a dK/dV program owns a K/V head's keys and its list walks every query head
+of the group (tokens numbered ``g * SQ + token``, ``lut.tile_schedule``), so dK and dV are the
+group's sums with no reduction pass. Every gradient element is summed by one program in a fixed
+order. Both kernels are persistent
 like the forward (``program_entry``): a CTA's next program loads while it stores the last.
 """
 from triton.experimental import gluon
@@ -30,17 +33,18 @@ from ._common import (NEG_INF, causal_keep, load_pair, one_barrier, operand_a_la
 
 @gluon.jit
 def _dq_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar, q_empty,
-                 k_ready, k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S,
-                 NUM_OUTER, STAGES: gl.constexpr):
+                 k_ready, k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, GROUP, SQ,
+                 SK, NUM_OUTER, STAGES: gl.constexpr):
     c = 0
     j = 0
     for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
         bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
-        kv_base = (bz * H + h) * S
+        kv_base = (bz * (H // GROUP) + h // GROUP) * SK
+        q_row = (bz * H + h) * SQ + o * 128
         mbarrier.wait(q_empty, (j & 1) ^ 1)
         mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes + 2 * do_desc.block_type.nbytes)
-        load_pair(q_desc, q_bufs, 0, kv_base + o * 128, q_bar)
-        load_pair(do_desc, do_bufs, 0, kv_base + o * 128, q_bar)
+        load_pair(q_desc, q_bufs, 0, q_row, q_bar)
+        load_pair(do_desc, do_bufs, 0, q_row, q_bar)
         for t in range(t0, t1):
             row = kv_base + gl.load(seg_start + t)
             ring_fill(k_desc, k_bufs, k_ready, k_empty, c, row, STAGES)
@@ -51,9 +55,10 @@ def _dq_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_buf
 
 @gluon.jit
 def _dq_consumer(dq_desc, q_bufs, do_bufs, dq_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty,
-                 v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, Out, LSE, Delta,
-                 qk_scale, sm_scale, WG: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+                 v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, SQ, SK, NUM_OUTER, Out, LSE,
+                 Delta, DLSE, qk_scale, sm_scale, WG: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                 HAS_DLSE: gl.constexpr):
     dtype: gl.constexpr = dq_desc.dtype
     s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
     dq_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
@@ -69,13 +74,15 @@ def _dq_consumer(dq_desc, q_bufs, do_bufs, dq_bufs, k_bufs, v_bufs, q_bar, q_emp
     j = 0
     for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
         bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
-        row0 = (bz * H + h) * S + o * 128 + WG * 64
-        q0 = o * 128 + WG * 64
+        row0 = (bz * H + h) * SQ + o * 128 + WG * 64
+        q0 = o * 128 + WG * 64 + SK - SQ  # bottom-right causal: key j <= i + SK - SQ
         lse = gl.load(LSE + row0 + rows)
         mbarrier.wait(q_bar, j & 1)
         # Delta = rowsum(dO * O) in the dQ accumulator's layout (O from global, dO from smem).
         out = gl.load(Out + (row0 + o_rows[:, None]).to(gl.int64) * HEAD_DIM + d[None, :])
         delta = gl.sum(out.to(gl.float32) * do_smem.load(dq_layout).to(gl.float32), 1)
+        if HAS_DLSE:  # d lse / d s = p: the lse gradient joins dS as -dLSE in Delta
+            delta -= gl.load(DLSE + row0 + o_rows)
         gl.store(Delta + row0 + o_rows, delta)
         delta = gl.convert_layout(delta, row_l)
 
@@ -110,10 +117,10 @@ def _dq_consumer(dq_desc, q_bufs, do_bufs, dq_bufs, k_bufs, v_bufs, q_bar, q_emp
 
 
 @gluon.jit
-def _attn_dq_hopper(q_desc, k_desc, v_desc, do_desc, dq_desc, Out, LSE, Delta,
-                    programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, sm_scale,
+def _attn_dq_hopper(q_desc, k_desc, v_desc, do_desc, dq_desc, Out, LSE, Delta, DLSE,
+                    programs, seg_start, NUM_PROGS, B, H, GROUP, SQ, SK, NUM_OUTER, qk_scale, sm_scale,
                     HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                    CAUSAL: gl.constexpr):
+                    CAUSAL: gl.constexpr, HAS_DLSE: gl.constexpr):
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [2] + do_desc.block_type.shape, do_desc.layout)
@@ -129,14 +136,16 @@ def _attn_dq_hopper(q_desc, k_desc, v_desc, do_desc, dq_desc, Out, LSE, Delta,
 
     gl.warp_specialize([
         (_dq_consumer, (dq_desc, q_bufs, do_bufs, dq_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready,
-                        k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
-                        Out, LSE, Delta, qk_scale, sm_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL)),
+                        k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, SQ, SK, NUM_OUTER,
+                        Out, LSE, Delta, DLSE, qk_scale, sm_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
+                        HAS_DLSE)),
         (_dq_consumer, (dq_desc, q_bufs, do_bufs, dq_bufs, k_bufs, v_bufs, q_bar, q_empty, k_ready,
-                        k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
-                        Out, LSE, Delta, qk_scale, sm_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL)),
+                        k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, SQ, SK, NUM_OUTER,
+                        Out, LSE, Delta, DLSE, qk_scale, sm_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
+                        HAS_DLSE)),
         (_dq_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar,
                         q_empty, k_ready, k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS,
-                        B, H, S, NUM_OUTER, STAGES)),
+                        B, H, GROUP, SQ, SK, NUM_OUTER, STAGES)),
     ], [4, 1], [240, 24])
 
 
@@ -145,18 +154,19 @@ def _attn_dq_hopper(q_desc, k_desc, v_desc, do_desc, dq_desc, Out, LSE, Delta,
 @gluon.jit
 def _dkdv_producer(k_desc, v_desc, q_desc, do_desc, k_bufs, v_bufs, q_bufs, do_bufs, kv_bar,
                    kv_empty, q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS,
-                   B, H, S, NUM_OUTER, STAGES: gl.constexpr):
+                   B, H, GROUP, SQ, SK, NUM_OUTER, STAGES: gl.constexpr):
     c = 0
     j = 0
     for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
-        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
-        kv_base = (bz * H + h) * S
+        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)  # h: K/V head
+        kv_base = (bz * (H // GROUP) + h) * SK
+        q_base = (bz * H + h * GROUP) * SQ  # the group's first query head; lists add g * SQ
         mbarrier.wait(kv_empty, (j & 1) ^ 1)
         mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
         load_pair(k_desc, k_bufs, 0, kv_base + o * 128, kv_bar)
         load_pair(v_desc, v_bufs, 0, kv_base + o * 128, kv_bar)
         for t in range(t0, t1):
-            row = kv_base + gl.load(seg_start + t)
+            row = q_base + gl.load(seg_start + t)
             ring_fill(q_desc, q_bufs, q_ready, q_empty, c, row, STAGES)
             ring_fill(do_desc, do_bufs, do_ready, do_empty, c, row, STAGES)
             c += 1
@@ -165,8 +175,8 @@ def _dkdv_producer(k_desc, v_desc, q_desc, do_desc, k_bufs, v_bufs, q_bufs, do_b
 
 @gluon.jit
 def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
-                   q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, S,
-                   NUM_OUTER, LSE, Delta, qk_scale, sm_scale, WG: gl.constexpr,
+                   q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, GROUP,
+                   SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, WG: gl.constexpr,
                    HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                    CAUSAL: gl.constexpr):
     dtype: gl.constexpr = dk_desc.dtype
@@ -181,8 +191,9 @@ def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, 
     c = 0
     j = 0
     for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
-        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
-        kv_base = (bz * H + h) * S
+        bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)  # h: K/V head
+        kv_base = (bz * (H // GROUP) + h) * SK
+        q_base = (bz * H + h * GROUP) * SQ
         k0 = o * 128 + WG * 64
         dk = gl.zeros([64, HEAD_DIM], gl.float32, acc_layout)
         dv = gl.zeros([64, HEAD_DIM], gl.float32, acc_layout)
@@ -190,8 +201,8 @@ def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, 
         for i in range(0, t1 - t0):
             s = (c + i) % STAGES
             q_first = gl.load(seg_start + t0 + i)
-            lse = gl.load(LSE + kv_base + q_first + cols)
-            delta = gl.load(Delta + kv_base + q_first + cols)
+            lse = gl.load(LSE + q_base + q_first + cols)
+            delta = gl.load(Delta + q_base + q_first + cols)
             ring_wait(q_ready, c + i, STAGES)
             st_tok = warpgroup_mma(k_smem, q_bufs.index(s).permute((1, 0)), st_zero, use_acc=False,
                                    is_async=True)
@@ -201,7 +212,9 @@ def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, 
             st = warpgroup_mma_wait(1, deps=(st_tok, k_smem, q_bufs.index(s)))[0]
             if CAUSAL:
                 masked = (t0 + i >= tf).to(gl.int32)
-                st = gl.where(causal_keep(masked, q_first, k0, cols[None, :], rows[:, None]), st, NEG_INF)
+                # q_first = g * SQ + token (grouped lists); shifted for bottom-right alignment.
+                q_pos = q_first % SQ + SK - SQ
+                st = gl.where(causal_keep(masked, q_pos, k0, cols[None, :], rows[:, None]), st, NEG_INF)
             # lse is +inf for queries that attend to nothing: their probabilities are exactly 0.
             pt = gl.exp2(st * qk_scale - lse[None, :])
             dv_tok = warpgroup_mma(gl.convert_layout(pt.to(dtype), a_layout), do_bufs.index(s), dv,
@@ -224,7 +237,7 @@ def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, 
 
 @gluon.jit
 def _attn_dkdv_hopper(k_desc, v_desc, q_desc, do_desc, dk_desc, dv_desc, LSE, Delta,
-                      programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, sm_scale,
+                      programs, seg_start, NUM_PROGS, B, H, GROUP, SQ, SK, NUM_OUTER, qk_scale, sm_scale,
                       HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                       CAUSAL: gl.constexpr):
     dtype: gl.constexpr = k_desc.dtype
@@ -242,14 +255,14 @@ def _attn_dkdv_hopper(k_desc, v_desc, q_desc, do_desc, dk_desc, dv_desc, LSE, De
 
     gl.warp_specialize([
         (_dkdv_consumer, (dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
-                          q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, S,
-                          NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 0, HEAD_DIM, BLOCK_M, STAGES,
+                          q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, GROUP,
+                          SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 0, HEAD_DIM, BLOCK_M, STAGES,
                           CAUSAL)),
         (_dkdv_consumer, (dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
-                          q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, S,
-                          NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 1, HEAD_DIM, BLOCK_M, STAGES,
+                          q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, GROUP,
+                          SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 1, HEAD_DIM, BLOCK_M, STAGES,
                           CAUSAL)),
         (_dkdv_producer, (k_desc, v_desc, q_desc, do_desc, k_bufs, v_bufs, q_bufs, do_bufs, kv_bar,
                           kv_empty, q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS,
-                          B, H, S, NUM_OUTER, STAGES)),
+                          B, H, GROUP, SQ, SK, NUM_OUTER, STAGES)),
     ], [4, 1], [240, 24])

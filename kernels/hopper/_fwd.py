@@ -13,7 +13,9 @@ operand. The warpgroups are separate partitions with separate arrivals, so they 
 one's softmax overlaps the other's GEMMs.
 
 ``PIPELINE`` adds FA3's intra-warpgroup overlap: QK^T of tile i+1 is issued together with the PV
-of tile i, so the tensor cores work through the softmax's exp2s.
+of tile i, so the tensor cores work through the softmax's exp2s. ``DEFER_RESCALE`` moves O's
+rescale from right after the PV's wait to right before the next PV is issued (FA3's order), so
+nothing reads the accumulator between the softmax and the wait (docs/hopper-notes.md, run 5).
 
 Scores are in log2 units (``qk * sm_scale * log2(e)``); lse = m + log2(l) as the Triton path
 stores it (+inf for a row with nothing to attend to, so the backward's exp2(s - lse) is 0).
@@ -30,19 +32,19 @@ from ._common import (NEG_INF, causal_keep, load_pair, operand_a_layout,
 
 @gluon.jit
 def _fwd_producer(q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, k_empty,
-                  v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
+                  v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, GROUP, SQ, SK, NUM_OUTER,
                   STAGES: gl.constexpr, Q_BUFS: gl.constexpr):
     c = 0  # key tiles loaded so far by this CTA: ring slot and phase
     j = 0  # programs so far: Q buffer and phase
     for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
         bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
-        kv_base = (bz * H + h) * S
+        kv_base = (bz * (H // GROUP) + h // GROUP) * SK  # query head h reads K/V head h // GROUP
         # Q of a program goes into a free Q buffer (both consumers past their last QK^T of the
         # program that used it): with two buffers it loads while the previous program runs.
         qs = j % Q_BUFS
         mbarrier.wait(q_empty.index(qs), ((j // Q_BUFS) & 1) ^ 1)
         mbarrier.expect(q_ready.index(qs), 2 * q_desc.block_type.nbytes)
-        load_pair(q_desc, q_bufs, 2 * qs, kv_base + o * 128, q_ready.index(qs))
+        load_pair(q_desc, q_bufs, 2 * qs, (bz * H + h) * SQ + o * 128, q_ready.index(qs))
         for t in range(t0, t1):
             row = kv_base + gl.load(seg_start + t)
             ring_fill(k_desc, k_bufs, k_ready, k_empty, c, row, STAGES)
@@ -72,9 +74,10 @@ def _online_softmax(qk, m_i, l_i, qk_scale, masked, q0, k0, CAUSAL: gl.constexpr
 @gluon.jit
 def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
                   v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS, NUM_PROGS,
-                  B, H, S, NUM_OUTER, qk_scale, WG: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  B, H, SQ, SK, NUM_OUTER, qk_scale, WG: gl.constexpr, HEAD_DIM: gl.constexpr,
                   BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                  PIPELINE: gl.constexpr, PINGPONG: gl.constexpr, Q_BUFS: gl.constexpr):
+                  PIPELINE: gl.constexpr, PINGPONG: gl.constexpr, Q_BUFS: gl.constexpr,
+                  DEFER_RESCALE: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
     s_layout: gl.constexpr = wgmma_layout(BLOCK_N)
     o_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
@@ -87,8 +90,9 @@ def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_re
     g = 0  # GEMM issue turns taken so far (ping-pong)
     for prog in range(gl.program_id(0), NUM_PROGS, gl.num_programs(0)):
         bz, h, o, t0, tf, t1, slot = program_entry(programs, prog, B, NUM_OUTER)
-        q_row = (bz * H + h) * S + o * 128 + WG * 64  # this warpgroup's first row
-        q0 = o * 128 + WG * 64  # its first query token (causal masks)
+        q_row = (bz * H + h) * SQ + o * 128 + WG * 64  # this warpgroup's first row
+        # Its first query token, shifted for bottom-right causal masks (key j <= i + SK - SQ).
+        q0 = o * 128 + WG * 64 + SK - SQ
         m_i = gl.full([64], NEG_INF, gl.float32, row_l)
         l_i = gl.zeros([64], gl.float32, row_l)
         acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
@@ -116,6 +120,8 @@ def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_re
                     ring_wait(k_ready, c + i, STAGES)
                     s_tok = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero,
                                           use_acc=False, is_async=True)
+                    if DEFER_RESCALE:  # FA3's order: O takes tile i-1's rescale just before its PV
+                        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
                     ring_wait(v_ready, c + i - 1, STAGES)
                     o_tok = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(sp),
                                           acc, is_async=True)
@@ -129,8 +135,11 @@ def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_re
                                                          CAUSAL)
                     acc = warpgroup_mma_wait(0, deps=(o_tok, v_bufs.index(sp)))[0]
                     ring_release(v_empty, c + i - 1, STAGES)
-                    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+                    if not DEFER_RESCALE:
+                        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
                 sl = (c + n - 1) % STAGES
+                if DEFER_RESCALE:
+                    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
                 turn_wait(turns, g, WG, PINGPONG)
                 ring_wait(v_ready, c + n - 1, STAGES)
                 o_tok = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(sl), acc,
@@ -179,13 +188,14 @@ def _fwd_consumer(o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_re
 
 @gluon.jit
 def _attn_fwd_hopper(q_desc, k_desc, v_desc, o_desc, LSE, PartAcc, PartML, NUM_SLOTS,
-                     programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER, qk_scale,
+                     programs, seg_start, NUM_PROGS, B, H, GROUP, SQ, SK, NUM_OUTER, qk_scale,
                      HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                      CAUSAL: gl.constexpr, PIPELINE: gl.constexpr, PINGPONG: gl.constexpr,
-                     Q_BUFS: gl.constexpr):
+                     Q_BUFS: gl.constexpr, DEFER_RESCALE: gl.constexpr):
     """128-query programs over their rows' key tiles; q/k/v/o are TMA descriptors over
-    (B*H*S, D) rows (64-row blocks for q and o, BLOCK_N for k and v). ``NUM_PROGS`` = batch x
-    the schedule's programs; the grid may be smaller (persistent CTAs)."""
+    (B*H*SQ, D) and (B*(H/GROUP)*SK, D) rows (64-row blocks for q and o, BLOCK_N for k and v);
+    SQ and SK are multiples of 128, so no tile crosses a head. ``NUM_PROGS`` = batch x the
+    schedule's programs; the grid may be smaller (persistent CTAs)."""
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [2 * Q_BUFS] + q_desc.block_type.shape, q_desc.layout)
     o_bufs = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
@@ -205,13 +215,13 @@ def _attn_fwd_hopper(q_desc, k_desc, v_desc, o_desc, LSE, PartAcc, PartML, NUM_S
     gl.warp_specialize([
         (_fwd_consumer, (o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, k_empty,
                          v_ready, v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS,
-                         NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
-                         PIPELINE, PINGPONG, Q_BUFS)),
+                         NUM_PROGS, B, H, SQ, SK, NUM_OUTER, qk_scale, 0, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
+                         PIPELINE, PINGPONG, Q_BUFS, DEFER_RESCALE)),
         (_fwd_consumer, (o_desc, q_bufs, o_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, k_empty,
                          v_ready, v_empty, turns, programs, seg_start, LSE, PartAcc, PartML, NUM_SLOTS,
-                         NUM_PROGS, B, H, S, NUM_OUTER, qk_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
-                         PIPELINE, PINGPONG, Q_BUFS)),
+                         NUM_PROGS, B, H, SQ, SK, NUM_OUTER, qk_scale, 1, HEAD_DIM, BLOCK_N, STAGES, CAUSAL,
+                         PIPELINE, PINGPONG, Q_BUFS, DEFER_RESCALE)),
         (_fwd_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready,
-                         k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, S, NUM_OUTER,
-                         STAGES, Q_BUFS)),
+                         k_empty, v_ready, v_empty, programs, seg_start, NUM_PROGS, B, H, GROUP, SQ, SK,
+                         NUM_OUTER, STAGES, Q_BUFS)),
     ], [4, 1], [240, 24])

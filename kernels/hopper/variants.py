@@ -23,11 +23,15 @@ DKDV_STAGES = {64: 3, 128: 3}
 # Registers: three warpgroups (two consumers + the producer's), 168 each on average; the
 # producer gives its share back (24) and each consumer warpgroup gets 240.
 MAXNREG = 168
-# Forward loop structures (pipeline, pingpong, Q buffers); the first is the default. Measured on
-# the H200 (docs/hopper-notes.md, run 2): pipelined + ping-pong 618 TF/s on dense D128 against
-# 593 without ping-pong and 540 for the plain loop (kept as the simple reference). The second Q
-# buffer passed the GPU tests (run 4) but has not been timed yet, so it is not the default.
-FWD_LOOPS = ((True, True, 1), (True, True, 2), (False, False, 1))
+# Forward loop structures (pipeline, pingpong, Q buffers, deferred O rescale); the first is the default.
+# Measured on the H200 (docs/hopper-notes.md, run 2): pipelined + ping-pong 618 TF/s on dense D128
+# against 593 without ping-pong and 540 for the plain loop (kept as the simple reference). The
+# second Q buffer passed the GPU tests (run 4) but is untimed; the deferred rescale is new and
+# untimed: neither is the default.
+FWD_LOOPS = ((True, True, 1, False), (True, True, 2, False), (False, False, 1, False), (True, True, 1, True))
+# Tile shapes (outer, inner) of the three launches, as the plan builds their schedules
+# (``_attn_plan``): forward and dQ 128 queries x 128 keys, dK/dV 128 keys x 64-query steps.
+PLAN_TILES = {"fwd": (128, BLOCK_N), "dq": (128, BLOCK_N), "dkdv": (128, BWD_BLOCK_M)}
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,15 @@ class Variant:
     pipeline: bool = False  # forward only: QK^T of tile i+1 and PV of tile i issued together
     pingpong: bool = False  # forward only (with pipeline): the consumers take turns issuing GEMMs
     q_bufs: int = 1  # forward only: Q buffers (2: the next program's Q loads during this one)
+    defer: bool = False  # forward only (with pipeline): O rescaled just before the next PV (FA3)
+    dlse: bool = False  # dQ only: the lse output has a gradient (it joins Delta)
 
     @property
     def name(self):
         extra = ("-pipe" if self.pipeline else "") + ("-pingpong" if self.pingpong else "")
+        extra += "-defer" if self.defer else ""
         extra += f"-q{self.q_bufs}" if self.kernel == "fwd" else ""
+        extra += "-dlse" if self.dlse else ""
         return f"{self.kernel}-{self.dtype}-d{self.head_dim}{'-causal' if self.causal else ''}{extra}"
 
 
@@ -52,6 +60,8 @@ def all_variants():
     for dt, d, causal in itertools.product(DTYPES, HEAD_DIMS, (False, True)):
         out += [Variant("fwd", dt, d, causal, *loop) for loop in FWD_LOOPS]
         out += [Variant("dq", dt, d, causal), Variant("dkdv", dt, d, causal)]
+        if causal:  # return_lse's gradient (ring attention is causal); the flag only adds a load
+            out.append(Variant("dq", dt, d, causal, dlse=True))
     return out
 
 
@@ -90,20 +100,21 @@ def _signature(v: Variant):
         sig = dict(q_desc=_desc(dt, 64, d), k_desc=_desc(dt, BLOCK_N, d), v_desc=_desc(dt, BLOCK_N, d),
                    o_desc=_desc(dt, 64, d), LSE="*fp32", PartAcc="*fp32", PartML="*fp32",
                    NUM_SLOTS="i32", programs="*i32", seg_start="*i32", NUM_PROGS="i32", B="i32", H="i32",
-                   S="i32", NUM_OUTER="i32", qk_scale="fp32", HEAD_DIM=None, BLOCK_N=None, STAGES=None,
-                   CAUSAL=None, PIPELINE=None, PINGPONG=None, Q_BUFS=None)
+                   GROUP="i32", SQ="i32", SK="i32", NUM_OUTER="i32", qk_scale="fp32", HEAD_DIM=None, BLOCK_N=None, STAGES=None,
+                   CAUSAL=None, PIPELINE=None, PINGPONG=None, Q_BUFS=None, DEFER_RESCALE=None)
         consts = dict(HEAD_DIM=d, BLOCK_N=BLOCK_N, STAGES=FWD_STAGES[d], CAUSAL=v.causal,
-                      PIPELINE=v.pipeline, PINGPONG=v.pingpong, Q_BUFS=v.q_bufs)
+                      PIPELINE=v.pipeline, PINGPONG=v.pingpong, Q_BUFS=v.q_bufs, DEFER_RESCALE=v.defer)
         return _attn_fwd_hopper, sig, consts
-    common = dict(programs="*i32", seg_start="*i32", NUM_PROGS="i32", B="i32", H="i32", S="i32",
-                  NUM_OUTER="i32", qk_scale="fp32", sm_scale="fp32")
+    common = dict(programs="*i32", seg_start="*i32", NUM_PROGS="i32", B="i32", H="i32", GROUP="i32",
+                  SQ="i32", SK="i32", NUM_OUTER="i32", qk_scale="fp32", sm_scale="fp32")
     if v.kernel == "dq":
         from ._bwd import _attn_dq_hopper
 
         sig = dict(q_desc=_desc(dt, 64, d), k_desc=_desc(dt, BLOCK_N, d), v_desc=_desc(dt, BLOCK_N, d),
                    do_desc=_desc(dt, 64, d), dq_desc=_desc(dt, 64, d), Out=f"*{dt}", LSE="*fp32",
-                   Delta="*fp32", **common, HEAD_DIM=None, BLOCK_N=None, STAGES=None, CAUSAL=None)
-        consts = dict(HEAD_DIM=d, BLOCK_N=BLOCK_N, STAGES=DQ_STAGES[d], CAUSAL=v.causal)
+                   Delta="*fp32", DLSE="*fp32", **common, HEAD_DIM=None, BLOCK_N=None, STAGES=None,
+                   CAUSAL=None, HAS_DLSE=None)
+        consts = dict(HEAD_DIM=d, BLOCK_N=BLOCK_N, STAGES=DQ_STAGES[d], CAUSAL=v.causal, HAS_DLSE=v.dlse)
         return _attn_dq_hopper, sig, consts
     if v.kernel == "dkdv":
         from ._bwd import _attn_dkdv_hopper
