@@ -4,8 +4,10 @@ Same-run ratios on one GPU. Every case checks our output against Flex (or SDPA f
 layout) on the same inputs before timing. Timing: ``triton.testing.do_bench`` median; memory in
 a separate pass. FLOPs count non-zero blocks only: 4*B*H*nnz*b^2*D forward, backward 2.5x.
 Each case is also replayed from a CUDA graph (``do_bench_cudagraph``: GPU time without host
-overhead, L2 not flushed) for ours, Flex and FLASH alike. Where the Hopper (Gluon) kernels take
-a case (sm90, block 128), they are timed too (``hopper`` columns).
+overhead, L2 not flushed) for ours, Flex and FLASH alike. "ours" is ``blocksparse_attention`` as
+a user calls it (``backend="auto"``: the Hopper kernels on sm90 where they take the case; set
+SPARSECLI_ATTENTION_BACKEND=triton to time the portable kernels alone); the Hopper kernels are
+also timed forced (``backend="hopper"``, ``hopper`` columns) where they take the case.
 
     python scripts/bench_attention.py [--cases SUBSTR ...] [--tune] [--out FILE]
     python scripts/bench_attention.py --issue11 [--out FILE]      # GQA, head dims, decode, compile
@@ -182,21 +184,21 @@ def run_case(c: Case, check=True, warm_only=False):
 
 
 def _time_hopper(row, c, lay, q, k, v, dout, flops, ours):
-    """The Hopper (Gluon) kernels on the same inputs, where they run (else the row says why);
-    checked against our Triton path first. The full peer table (Flex FLASH = FA4, FA4 dense,
-    cuDNN) is ``scripts/hopper_check.py``."""
+    """The Hopper (Gluon) kernels (``backend="hopper"``) on the same inputs, where they take the
+    case (else the row says why); checked against our Triton path first. The full peer table
+    (Flex FLASH = FA4, FA4 dense, cuDNN) is ``scripts/hopper_check.py``."""
     try:
-        from sparsecli.kernels import hopper
-    except ImportError:  # a tree before the Hopper kernels (--ours-only)
+        fn = lambda q, k, v: blocksparse_attention(q, k, v, lay, c.block, backend="hopper")  # noqa: E731
+        with torch.no_grad():
+            got = fn(q, k, v)
+    except TypeError:  # a tree before the dispatch (--ours-only)
         return
-    ok, why = hopper.supports(q, k, v, c.block, sm_scale=c.D ** -0.5)
-    if not ok:
-        row["hopper_error"] = why
+    except ValueError as e:  # the Hopper kernels do not take this case: the reason
+        row["hopper_error"] = str(e)
         return
-    fn = lambda q, k, v: hopper.attention(q, k, v, lay, c.block)  # noqa: E731
     if ours is not None:
         with torch.no_grad():
-            row["hopper_rel_err_vs_ours"] = rel(fn(q, k, v), ours(q, k, v))
+            row["hopper_rel_err_vs_ours"] = rel(got, ours(q, k, v))
     row["hopper_ms"] = triton.testing.do_bench(step(fn, q, k, v, dout, c.mode), warmup=50, rep=200,
                                                return_mode="median")
     row["hopper_tflops"] = flops / row["hopper_ms"] / 1e9

@@ -8,8 +8,10 @@ blocks only (4*B*nnz*b^2*D forward, 3.5x that forward+backward). Layouts are the
 
     python scripts/hopper_check.py [--cases SUBSTR ...] [--providers NAME ...] [--out FILE]
 
-Providers: hopper (the default variant), hopper-q2 / hopper-plain (other forward kernels),
-hopper-1cta (one CTA per program instead of persistent CTAs), triton (ours, portable),
+Providers: hopper (``blocksparse_attention(..., backend="hopper")``, the default variant),
+hopper-q2 / hopper-plain / hopper-defer (other forward loops: second Q buffer, plain loop, O's
+rescale deferred to the next PV as in FA3), hopper-1cta (one CTA per program instead of
+persistent CTAs), triton (ours, ``backend="triton"``),
 flex-triton, flex-flash (FlexAttention BACKEND="FLASH" = FlashAttention-4, layout as a mask_mod
 through create_block_mask), fa4-dense, cudnn-dense. ``--profile CASE`` runs one call of the
 default Hopper variant and nothing else (for ncu).
@@ -28,7 +30,8 @@ import triton
 
 from sparsecli import (BigBirdSparsityConfig, DenseSparsityConfig, FixedSparsityConfig,
                        LocalSlidingWindowSparsityConfig)
-from sparsecli.kernels import blocksparse_attention, hopper
+from sparsecli.kernels import blocksparse_attention
+from sparsecli.kernels.hopper import launch
 from sparsecli.kernels.reference import blocksparse_attention_reference
 
 H, BLOCK, TOKENS = 16, 128, 65536
@@ -76,21 +79,21 @@ def make_layout(kind, S):
     return cfg.make_layout(S)
 
 
-# Hopper variants: (forward loop (pipeline, pingpong), persistent CTAs); "hopper" is the default.
-HOPPER = {"hopper": (None, True), "hopper-q2": ((True, True, 2), True), "hopper-plain": ((False, False, 1), True),
+# Hopper variants: (forward loop of variants.FWD_LOOPS, persistent CTAs); "hopper" is the default.
+HOPPER = {"hopper": (None, True), "hopper-q2": ((True, True, 2, False), True),
+          "hopper-plain": ((False, False, 1, False), True), "hopper-defer": ((True, True, 1, True), True),
           "hopper-1cta": (None, False)}
-FWD_ONLY = ("hopper-q2", "hopper-plain")  # the backward does not depend on the forward loop
+FWD_ONLY = ("hopper-q2", "hopper-plain", "hopper-defer")  # the backward does not depend on the forward loop
 
 
 def providers(c: Case, lay, names):
     """name -> (callable(q, k, v) or None, reason when None) for the ``names`` asked for, in the
     order of ``PROVIDERS``. Inputs are (B, H, S, D)."""
     def make(name):
-        if name in HOPPER:
-            loop, persistent = HOPPER[name]
-            return (lambda q, k, v: hopper.attention(q, k, v, lay, BLOCK, loop=loop, persistent=persistent)), None
+        if name in HOPPER:  # run_case sets the variant's knobs around its check and timing
+            return (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK, backend="hopper")), None
         if name == "triton":
-            return (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK)), None
+            return (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK, backend="triton")), None
         if name.startswith("flex"):
             return _flex(lay, c, "FLASH" if name == "flex-flash" else None)
         return (_sdpa_cudnn, None) if name == "cudnn-dense" else _fa4_dense()
@@ -189,12 +192,13 @@ def run_case(c: Case, names, dense_rows):
             rows[name] = dict(row, error=why)
             continue
         try:
-            row["rel_err"] = check(fn, q, k, v, dout, lay, "fwd" if c.mode == "fwd" else "bwd", dense)
-            tol = TOL["fwd" if c.mode == "fwd" else "bwd"]
-            if max(row["rel_err"].values()) > tol:
-                raise RuntimeError(f"wrong result: {row['rel_err']} (bound {tol})")
-            step = _step(fn, q, k, v, dout, c.mode)
-            row["ms"] = triton.testing.do_bench(step, warmup=25, rep=100, return_mode="median")
+            with launch.variant(*HOPPER.get(name, (None, True))):  # forward and backward alike
+                row["rel_err"] = check(fn, q, k, v, dout, lay, "fwd" if c.mode == "fwd" else "bwd", dense)
+                tol = TOL["fwd" if c.mode == "fwd" else "bwd"]
+                if max(row["rel_err"].values()) > tol:
+                    raise RuntimeError(f"wrong result: {row['rel_err']} (bound {tol})")
+                step = _step(fn, q, k, v, dout, c.mode)
+                row["ms"] = triton.testing.do_bench(step, warmup=25, rep=100, return_mode="median")
             row["tflops"] = (dense_flops if dense else flops) / row["ms"] / 1e9
         except Exception as e:  # the row says why; the others still run
             row["error"] = f"{type(e).__name__}: {str(e)[:300]}"

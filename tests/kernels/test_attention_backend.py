@@ -194,3 +194,44 @@ def test_compiled_call_honours_a_forced_triton_backend(fake_hopper, monkeypatch)
     lay = make_layout(4, 2, 3, block=128, q_len=256, k_len=384)
     torch.compile(lambda q, k, v: _loss(q, k, v, lay), fullgraph=True, backend="aot_eager")(q, k, v).backward()
     assert fake_hopper.calls == []
+
+
+# ---- sparsecli info -------------------------------------------------------------------------
+
+def _info(monkeypatch, capability, *args):
+    import json
+
+    from typer.testing import CliRunner
+
+    from sparsecli.bench import results
+    from sparsecli.cli import app
+
+    real = results.capture_env
+    monkeypatch.setattr(results, "capture_env", lambda: dict(real(), gpu="NVIDIA H200" if capability else None,
+                                                             capability=capability))
+    res = CliRunner().invoke(app, ["info", "--json", *args])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)
+
+
+def test_info_says_which_path_each_call_takes_on_sm90(monkeypatch):
+    doc = _info(monkeypatch, "9.0")
+    assert doc["hopper_path"].startswith("available for block 128")
+    calls = doc["attention_calls"]
+    assert calls["bf16 D128 block 128 S 8192"].startswith("hopper: ")
+    assert calls["bf16 D128 block 64"] == "triton: layout block 64 (the Hopper kernels take block 128)"
+    assert calls["bf16 D128 decode (Sq 1)"].startswith("triton: Sq=1, Sk=32768")
+    assert calls["bf16 D128 + segment_ids"].startswith("triton: segment_ids")
+    doc = _info(monkeypatch, "9.0", "--block", "128", "--head-dim", "96")
+    assert doc["attention_calls"] == {"this call": "triton: head dim 96 (the Hopper kernels take 64 or 128)"}
+
+
+def test_info_on_other_gpus_and_without_one(monkeypatch):
+    doc = _info(monkeypatch, "8.0", "--block", "128")
+    assert "sm80" in doc["hopper_path"] and doc["attention_calls"]["this call"].startswith("triton: GPU is sm80")
+    monkeypatch.setenv(ENV, "triton")
+    doc = _info(monkeypatch, "9.0", "--block", "128")
+    assert doc["attention_calls"]["this call"] == f"triton: {ENV}='triton'"
+    assert doc["attention_backend_env"] == f"{ENV}=triton"
+    doc = _info(monkeypatch, None)
+    assert doc["hopper_path"] == "not available: no CUDA GPU" and list(doc["attention_calls"]) == ["every call"]

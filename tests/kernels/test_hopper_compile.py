@@ -49,6 +49,7 @@ def test_pipelined_forward_issues_qk_of_the_next_tile_early(compiled):
         assert compiled[f"fwd-{dt}-d128-pipe-pingpong-q1"]["wgmma"] > compiled[f"fwd-{dt}-d128-q1"]["wgmma"]
 
 
+
 def test_second_q_buffer_fits_shared_memory(compiled):
     # The default forward double-buffers Q at every head dim: still one program per SM.
     for v in V.all_variants():
@@ -56,29 +57,13 @@ def test_second_q_buffer_fits_shared_memory(compiled):
             assert compiled[v.name]["shared"] <= SMEM_LIMIT
 
 
-def test_supports_says_why_not():
-    q = torch.zeros(1, 1, 256, 64, dtype=torch.bfloat16)
-    ok, why = hopper.supports(q, q, q, 128, sm_scale=0.125)
-    assert not ok and "CUDA" in why
+def test_plan_schedules_use_hopper_tiles():
+    from sparsecli.kernels._attn_plan import AttnArgs, _Plan
 
-
-def test_attention_entry_refuses_with_the_reason():
-    q = torch.zeros(1, 1, 256, 64, dtype=torch.float16)
-    with pytest.raises(ValueError, match="CUDA"):
-        hopper.attention(q, q, q, torch.ones(2, 2), 128)
-
-
-def test_info_names_the_hopper_path_and_why_not():
-    from sparsecli.cli.info import _hopper_path
-
-    assert _hopper_path(None) == "not available: no CUDA GPU"
-    assert "sm80" in _hopper_path("8.0")
-    assert _hopper_path("9.0").startswith("available for block-128")
-
-
-def test_schedules_use_hopper_tiles():
     lay = torch.ones(2, 4, 4, dtype=torch.long)
-    sch = hopper.tile_schedules(lay, 128, False, num_heads=2, batch=1, device="cpu")
-    assert (sch["fwd"].outer, sch["fwd"].inner, sch["fwd"].nseg) == (128, V.BLOCK_N, 1)
-    assert (sch["dkdv"].outer, sch["dkdv"].inner, sch["dkdv"].nseg) == (128, V.BWD_BLOCK_M, 1)
-    assert sch["dq"].num_slots == 0  # dQ programs own whole rows
+    plan = _Plan(AttnArgs(lay, 128, backend="hopper"), (1, 2, 512, 64), (1, 2, 512, 64), torch.bfloat16,
+                 torch.device("cpu"))
+    for which, tiles in V.PLAN_TILES.items():
+        sch = plan.schedule(which)
+        assert (sch.outer, sch.inner, sch.nseg) == (*tiles, 1)
+    assert plan.schedule("dq").num_slots == 0  # dQ programs own whole rows
