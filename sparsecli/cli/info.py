@@ -109,7 +109,8 @@ def _call_path(capability, call: dict) -> str:
 
     from ..kernels._attn_backend import CallSpec, choose
 
-    spec = CallSpec(capability, getattr(torch, _DTYPES[call.pop("dtype")]), **call)
+    fields = {k: v for k, v in call.items() if k != "dtype"}
+    spec = CallSpec(capability, getattr(torch, _DTYPES[call["dtype"]]), **fields)
     try:
         backend, why = choose("auto", spec)
     except ValueError as e:  # a bad SPARSECLI_ATTENTION_BACKEND: say so instead of failing

@@ -235,3 +235,8 @@ def test_info_on_other_gpus_and_without_one(monkeypatch):
     assert doc["attention_backend_env"] == f"{ENV}=triton"
     doc = _info(monkeypatch, None)
     assert doc["hopper_path"] == "not available: no CUDA GPU" and list(doc["attention_calls"]) == ["every call"]
+
+
+def test_info_examples_survive_repeated_calls(monkeypatch):
+    first = _info(monkeypatch, "9.0")["attention_calls"]
+    assert _info(monkeypatch, "9.0")["attention_calls"] == first
