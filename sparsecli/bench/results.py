@@ -11,12 +11,11 @@ import io
 import json
 import os
 import platform
-import stat
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..output_files import write_text_atomic
 from ..errors import UserError
 
 SCHEMA_VERSION = 1
@@ -97,36 +96,8 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> Path:
-    """Write via a temporary file in the same directory and ``os.replace``; errors are one line."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {path}: directory {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp makes the file 0600; the result should get the mode a plain open() would give.
-        os.chmod(tmp, _target_mode(path))
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
-
-
-def _target_mode(path: Path) -> int:
-    """The replaced file's permission bits, or what a new file gets: 0o666 less the umask."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        pass
-    umask = os.umask(0)  # the only way to read it; set straight back
-    os.umask(umask)
-    return 0o666 & ~umask
+    """Write ``text`` via a temporary file and a rename (the one implementation: ``sparsecli.output_files``)."""
+    return write_text_atomic(path, text)
 
 
 def check_writable(path: Path | None, flag: str) -> None:
