@@ -81,10 +81,11 @@ def _dq_tiles(dq, q, do, lse, delta, tq, oi, K, V, kv_base, kv_row0, t_begin, t_
               KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
               SEGMENTS: tl.constexpr, EVEN: tl.constexpr, DOT_PREC: tl.constexpr, TMA: tl.constexpr):
     for t in range(t_begin, t_end):
-        k, v, s = _key_tile_scores(q, tq, oi, K, V, kv_base, kv_row0, t, seg_start, tile_bits, qk_scale,
+        k, v, s = _key_tile_scores((q,), tq, oi, K, V, kv_base, kv_row0, t, seg_start, tile_bits, qk_scale,
                                    bz, h, SQ, SK, KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
-                                   HEAD_DIM, D, BLOCK_N, UNIT, SEG, NSEG, MASKED, CAUSAL,
+                                   HEAD_DIM, 1, D, BLOCK_N, UNIT, SEG, NSEG, MASKED, CAUSAL,
                                    KPM_MODE, AM_MODE, HAS_RPE, SEGMENTS, EVEN, DOT_PREC, TMA)
+        k, v = k[0], v[0]  # the backward holds the head dim as one (padded) tile
         p = tl.math.exp2(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])

@@ -8,6 +8,10 @@ Scores are kept in log2 units (``qk * sm_scale * log2(e)``) so the kernels use `
 Shapes: q ``(B, H, SQ, D)``, k and v ``(B, H // GROUP, SK, D)``, all contiguous. ``HEAD_DIM`` is
 the power of two the tiles use, ``D`` the tensors' head dim (a multiple of 8, padded with zeros
 on load). ``EVEN``: every tile lies inside its sequence, so loads need no bounds.
+
+The forward can hold a row as ``PIECES`` tiles of ``PIECE_DIM`` columns instead (a tuple): head
+dims of 3 * 2^k (48, 96, 192) run as three power-of-two pieces (tl.dot takes only power-of-two
+shapes), so their dots do no work on padding.
 """
 import triton
 import triton.language as tl
@@ -56,16 +60,17 @@ def _inner_tokens(seg_start, t, INNER: tl.constexpr, SEG: tl.constexpr, NSEG: tl
 
 
 @triton.jit
-def _load_rows(base, tokens, ok, HEAD_DIM: tl.constexpr, D: tl.constexpr, EVEN: tl.constexpr):
-    """Rows ``tokens`` of a contiguous (S, D) slice as a (len, HEAD_DIM) tile; ``ok`` rows only
-    unless EVEN, zeros past D."""
+def _load_rows(base, tokens, ok, HEAD_DIM: tl.constexpr, D: tl.constexpr, EVEN: tl.constexpr,
+               COL: tl.constexpr = 0):
+    """Rows ``tokens`` of a contiguous (S, D) slice as a (len, HEAD_DIM) tile of the columns from
+    ``COL``; ``ok`` rows only unless EVEN, zeros past D."""
     d = tl.arange(0, HEAD_DIM)
-    ptrs = base + tokens.to(tl.int64)[:, None] * D + d[None, :]
-    if HEAD_DIM != D:
+    ptrs = base + tokens.to(tl.int64)[:, None] * D + COL + d[None, :]
+    if COL + HEAD_DIM > D:
         if EVEN:
-            x = tl.load(ptrs, mask=(d < D)[None, :], other=0.0)
+            x = tl.load(ptrs, mask=(d < D - COL)[None, :], other=0.0)
         else:
-            x = tl.load(ptrs, mask=ok[:, None] & (d < D)[None, :], other=0.0)
+            x = tl.load(ptrs, mask=ok[:, None] & (d < D - COL)[None, :], other=0.0)
     elif EVEN:
         x = tl.load(ptrs)
     else:
@@ -74,14 +79,15 @@ def _load_rows(base, tokens, ok, HEAD_DIM: tl.constexpr, D: tl.constexpr, EVEN: 
 
 
 @triton.jit
-def _store_rows(base, tokens, ok, x, HEAD_DIM: tl.constexpr, D: tl.constexpr, EVEN: tl.constexpr):
+def _store_rows(base, tokens, ok, x, HEAD_DIM: tl.constexpr, D: tl.constexpr, EVEN: tl.constexpr,
+                COL: tl.constexpr = 0):
     d = tl.arange(0, HEAD_DIM)
-    ptrs = base + tokens.to(tl.int64)[:, None] * D + d[None, :]
-    if HEAD_DIM != D:
+    ptrs = base + tokens.to(tl.int64)[:, None] * D + COL + d[None, :]
+    if COL + HEAD_DIM > D:
         if EVEN:
-            tl.store(ptrs, x, mask=(d < D)[None, :])
+            tl.store(ptrs, x, mask=(d < D - COL)[None, :])
         else:
-            tl.store(ptrs, x, mask=ok[:, None] & (d < D)[None, :])
+            tl.store(ptrs, x, mask=ok[:, None] & (d < D - COL)[None, :])
     elif EVEN:
         tl.store(ptrs, x)
     else:
@@ -144,35 +150,58 @@ def _scores(qk, qk_scale, tq, tk, bz, h, SQ, SK, bits, oi, ii,
 
 @triton.jit
 def _load_tile(X, base, row0, first, tokens, ok, HEAD_DIM: tl.constexpr, D: tl.constexpr,
-               TMA: tl.constexpr, EVEN: tl.constexpr):
-    """Rows ``tokens`` of the (S, D) slice at element offset ``base``: X is a pointer, or with TMA
-    a (rows, HEAD_DIM) tensor descriptor over every (batch, head, token) row, ``row0`` the slice's
-    first row and ``tokens`` = ``first`` + arange (one bulk copy on Hopper; columns past D and
-    rows past the tensor read as 0, rows past the slice are other heads' and get masked)."""
+               TMA: tl.constexpr, EVEN: tl.constexpr, COL: tl.constexpr = 0):
+    """Rows ``tokens`` (columns from ``COL``) of the (S, D) slice at element offset ``base``: X is
+    a pointer, or with TMA a (rows, HEAD_DIM) tensor descriptor over every (batch, head, token)
+    row, ``row0`` the slice's first row and ``tokens`` = ``first`` + arange (one bulk copy on
+    Hopper; columns past D and rows past the tensor read as 0, rows past the slice are other
+    heads' and get masked)."""
     if TMA:
-        x = X.load([(row0 + first).to(tl.int32), 0])
+        x = X.load([(row0 + first).to(tl.int32), COL])
     else:
-        x = _load_rows(X + base, tokens, ok, HEAD_DIM, D, EVEN)
+        x = _load_rows(X + base, tokens, ok, HEAD_DIM, D, EVEN, COL)
     return x
+
+
+@triton.jit
+def _load_pieces(X, base, row0, first, tokens, ok, PIECE_DIM: tl.constexpr, PIECES: tl.constexpr,
+                 D: tl.constexpr, TMA: tl.constexpr, EVEN: tl.constexpr):
+    """``_load_tile`` as a tuple of ``PIECES`` (1 or 3) tiles of ``PIECE_DIM`` columns."""
+    x0 = _load_tile(X, base, row0, first, tokens, ok, PIECE_DIM, D, TMA, EVEN)
+    if PIECES == 1:
+        return (x0,)
+    else:
+        return (x0, _load_tile(X, base, row0, first, tokens, ok, PIECE_DIM, D, TMA, EVEN, PIECE_DIM),
+                _load_tile(X, base, row0, first, tokens, ok, PIECE_DIM, D, TMA, EVEN, 2 * PIECE_DIM))
+
+
+@triton.jit
+def _dot_pieces(a, b, DOT_PREC: tl.constexpr, PIECES: tl.constexpr):
+    """a @ b^T over a head dim held as pieces: the pieces' products summed in one accumulator."""
+    s = tl.dot(a[0], tl.trans(b[0]), input_precision=DOT_PREC)
+    for i in tl.static_range(1, PIECES):
+        s = tl.dot(a[i], tl.trans(b[i]), s, input_precision=DOT_PREC)
+    return s
 
 
 @triton.jit
 def _key_tile_scores(q, tq, oi, K, V, kv_base, kv_row0, t, seg_start, tile_bits, qk_scale, bz, h, SQ, SK,
                      KPM, kpm_sb, AM, RPE, rpe_sb, rpe_sh, IDS, ids_sb,
-                     HEAD_DIM: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+                     PIECE_DIM: tl.constexpr, PIECES: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                      UNIT: tl.constexpr, SEG: tl.constexpr, NSEG: tl.constexpr,
                      MASKED: tl.constexpr, CAUSAL: tl.constexpr,
                      KPM_MODE: tl.constexpr, AM_MODE: tl.constexpr, HAS_RPE: tl.constexpr,
                      SEGMENTS: tl.constexpr, EVEN: tl.constexpr, DOT_PREC: tl.constexpr, TMA: tl.constexpr):
-    """Gathered key tile ``t`` of a query-outer program: its K, V rows and the log2 scores."""
+    """Gathered key tile ``t`` of a query-outer program: its K, V rows (tuples of pieces, like
+    ``q``) and the log2 scores."""
     tk = _inner_tokens(seg_start, t, BLOCK_N, SEG, NSEG)
     first = 0
     if TMA:  # only single-segment tiles take TMA: the tile is one run of tokens
         first = tl.load(seg_start + t)
     k_ok = tk < SK
-    k = _load_tile(K, kv_base, kv_row0, first, tk, k_ok, HEAD_DIM, D, TMA, EVEN)
-    v = _load_tile(V, kv_base, kv_row0, first, tk, k_ok, HEAD_DIM, D, TMA, EVEN)
-    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+    k = _load_pieces(K, kv_base, kv_row0, first, tk, k_ok, PIECE_DIM, PIECES, D, TMA, EVEN)
+    v = _load_pieces(V, kv_base, kv_row0, first, tk, k_ok, PIECE_DIM, PIECES, D, TMA, EVEN)
+    qk = _dot_pieces(q, k, DOT_PREC, PIECES)
     bits = 0
     if MASKED:
         bits = tl.load(tile_bits + t)

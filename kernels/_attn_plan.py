@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import dot_precision, interpreting, next_pow2
+from ._checks import dot_precision, next_pow2
+from ._tma import _device_index, _has_tma, _rows_descriptor  # noqa: F401 (tests patch _has_tma here)
 from .lut import as_layout, cached_per_layout, tile_schedule, tile_size
 
 LOG2E = 1.4426950408889634
@@ -30,6 +31,7 @@ class KernelConfig:
     num_stages: int
     tma: bool = True  # bulk (TMA) loads where the GPU has them and inner tiles are one segment
     query_major: bool = False  # dK/dV: scores as queries x keys (K, V stay B operands)
+    pad_head: bool = False  # forward: pad head dims of 3 * 2^k too (else three power-of-two pieces)
 
 
 def default_configs(block: int, head_dim: int, dtype: torch.dtype, row_keys: float = 0.0):
@@ -178,6 +180,8 @@ class _Static:
         bm, bn = (sch.inner, sch.outer) if keys_outer else (sch.outer, sch.inner)
         even = n_out % sch.outer == 0 and n_in % sch.seg == 0  # no tile reaches past its sequence
         base = dict(self.meta, BLOCK_M=bm, BLOCK_N=bn, UNIT=sch.unit, SEG=sch.seg, NSEG=sch.nseg, EVEN=even)
+        if which == "fwd" and not cfg.pad_head and self.head_dim >= 64 and 4 * self.D == 3 * self.head_dim:
+            base.update(PIECES=3, PIECE_DIM=self.head_dim // 4)  # D96 as 3 x 32 columns: no dot on padding
         lists = None if self.has_ids else (sch.programs, sch.seg_start, sch.tile_bits, sch.programs)
         return _Launch(cfg, sch, (self.B * sch.num_programs,), even, lists, base)
 
@@ -252,7 +256,8 @@ class _Plan:
             return ops, False
         q_rows, kv_rows = (sch.inner, sch.outer) if which == "dkdv" else (sch.outer, sch.inner)
         rows = (q_rows, kv_rows, kv_rows, q_rows)
-        return tuple(_rows_descriptor(x, r, self.head_dim) for x, r in zip(ops, rows)), True
+        cols = self.static.launch(which, self.configs[which]).base.get("PIECE_DIM", self.head_dim)
+        return tuple(_rows_descriptor(x, r, cols) for x, r in zip(ops, rows)), True
 
     def launch(self, kernel, which, sch, tensors, scales, **constexprs):
         """Launch ``kernel`` over ``sch``'s programs with ``tensors`` first, then the lists,
@@ -310,10 +315,6 @@ def _num_sms(device) -> int:
     return _sm_count(_device_index(device))
 
 
-def _device_index(device) -> int:
-    return device.index if device.index is not None else torch.cuda.current_device()
-
-
 @functools.lru_cache(maxsize=None)
 def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
@@ -339,43 +340,6 @@ def _forward(plan: _Plan, q, k, v):
             part_acc, part_ml, out, lse, sch.combine, slots, plan.B, plan.H, plan.Sq, sch.num_outer,
             HEAD_DIM=plan.head_dim, D=plan.D, BLOCK_M=sch.outer, EVEN=plan.even("fwd"))
     return out, lse
-
-
-def _has_tma(*xs: torch.Tensor) -> bool:
-    """TMA loads: Hopper or later (the interpreter emulates them), every base 16-byte aligned."""
-    if any(t.data_ptr() % 16 for t in xs):
-        return False
-    x = xs[0]
-    if not x.is_cuda:
-        return interpreting()
-    return _capability(_device_index(x.device))[0] >= 9
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(index: int):
-    return torch.cuda.get_device_capability(index)
-
-
-def _rows_descriptor(x, rows: int, head_dim: int | None = None):
-    """Tensor descriptor over ``x`` (B, H, S, D) as (B*H*S, D) rows, loading ``rows`` x
-    ``head_dim`` (default D; columns past D read as zeros) at a time.
-
-    Building and validating a TensorDescriptor on every call was the largest share of our host
-    time per fwd+bwd (11 of them), so one validated template per geometry is copied and pointed
-    at ``x`` (its alignment is checked by ``_has_tma``).
-    """
-    D = x.shape[-1]
-    template = _descriptor_template(x.numel() // D, D, x.dtype, rows, head_dim or D)
-    desc = object.__new__(type(template))
-    desc.__dict__.update(template.__dict__, base=x)
-    return desc
-
-
-@functools.lru_cache(maxsize=256)
-def _descriptor_template(n_rows: int, head_dim: int, dtype: torch.dtype, rows: int, tile_dim: int):
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    return TensorDescriptor(torch.empty(0, dtype=dtype), [n_rows, head_dim], [head_dim, 1], [rows, tile_dim])
 
 
 def _backward(plan: _Plan, q, k, v, out, lse, dout, dlse=None):

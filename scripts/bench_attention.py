@@ -10,7 +10,8 @@ SPARSECLI_ATTENTION_BACKEND=triton to time the portable kernels alone); the Hopp
 also timed forced (``backend="hopper"``, ``hopper`` columns) where they take the case.
 
     python scripts/bench_attention.py [--cases SUBSTR ...] [--tune] [--out FILE]
-    python scripts/bench_attention.py --issue11 [--out FILE]      # GQA, head dims, decode, compile
+    python scripts/bench_attention.py --issue11 [--parts PART ...] [--out FILE]  # GQA, head dims, decode, compile
+    python scripts/bench_attention.py --summary TABLE.json TUNE.json   # issue-11 head dims after a sweep
     python scripts/bench_attention.py --ours-only --out OLD.json  # run once per tree (PYTHONPATH),
     python scripts/bench_attention.py --compare-ours OLD.json NEW.json  # then compare them
 """
@@ -22,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import triton
@@ -205,110 +206,6 @@ def _time_hopper(row, c, lay, q, k, v, dout, flops, ours):
     row["hopper_over_flex"] = row["hopper_ms"] / row["flex_ms"]
 
 
-def _cfgs(*ts, **flags):
-    return [attn.KernelConfig(*t, **flags) for t in ts]
-
-
-# Per pass and head dim: (outer, inner, warps, stages[, flags]); the first of each list is compared
-# with the current default. dK/dV's outer tile is keys, the forward's and dQ's queries.
-TUNE = {
-    ("fwd", 64): _cfgs((64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 3), (64, 128, 4, 4)),
-    ("fwd", 128): _cfgs((128, 64, 4, 4), (128, 64, 4, 3), (128, 128, 8, 2)),
-    ("dkdv", 64): _cfgs((128, 32, 4, 5), (64, 32, 4, 2), (64, 64, 4, 3), (128, 32, 4, 3))
-    + _cfgs((64, 64, 4, 2), query_major=True),
-    ("dkdv", 128): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), query_major=True) + _cfgs((64, 64, 4, 3)),
-    ("dq", 64): _cfgs((64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 3)),
-    ("dq", 128): _cfgs((64, 64, 4, 3), (64, 32, 4, 3)),
-    # D256 (issue 11's first run: 0.51x D128's TF/s forward, 0.38x fwd+bwd with the defaults)
-    ("fwd", 256): _cfgs((64, 64, 8, 2), (128, 64, 8, 2), (128, 32, 8, 3), (128, 32, 8, 2), (64, 64, 4, 2),
-                        (128, 128, 8, 1)),
-    ("dkdv", 256): _cfgs((64, 32, 8, 2), (64, 64, 8, 2), (64, 64, 8, 1), query_major=True)
-    + _cfgs((64, 32, 8, 2), (64, 64, 8, 2), (64, 64, 4, 2)),
-    ("dq", 256): _cfgs((64, 32, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)),
-    # D96 runs the D128 tiles (HEAD_DIM 128) on 75% of the bytes
-    ("fwd", 96): _cfgs((128, 64, 4, 4), (128, 64, 4, 3), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3)),
-    ("dkdv", 96): _cfgs((64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 4, 2), query_major=True) + _cfgs((64, 64, 4, 3)),
-    ("dq", 96): _cfgs((64, 64, 4, 3), (64, 64, 4, 4), (128, 64, 8, 2)),
-}
-# Representative cases: short rows (sliding), long rows (Fixed, dense), both head dims.
-# Shapes only the sweep times (not in the before/after table): head dims issue 11 added.
-TUNE_EXTRA = [Case("sliding", 128, 8192, 4, D, BF16, "fwdbwd", "issue11-headdim") for D in (96, 256)]
-TUNE_CASES = ("sliding-b128-S8192-B4-D64-bf16-fwdbwd", "sliding-b64-S8192-B4-D64-bf16-fwdbwd",
-              "fixed-b128-S16384-B2-D64-bf16-fwdbwd", "sliding-b128-S8192-B4-D128-bf16-fwdbwd",
-              "fixed-b128-S16384-B2-D128-bf16-fwdbwd", "dense-b128-S4096-B8-D128-bf16-fwdbwd")
-
-
-def _tune_tasks(selected):
-    """(case, pass, config) to time: each pass's configs vary alone, the others stay default."""
-    return [(c, which, cfg) for c in selected
-            for which in (("fwd",) if c.mode == "fwd" else ("dq", "dkdv"))
-            for cfg in [None] + TUNE[(which, _tune_dim(which, c.D))]]  # None: the default
-
-
-def _tune_dim(which, D):
-    """The TUNE list a head dim takes: its own, else its tiles' power of two's."""
-    return D if (which, D) in TUNE else 64 if D <= 64 else 128 if D <= 128 else 256
-
-
-def tune(selected, warm_only=False, shard=(0, 1)):
-    """Time one kernel pass per config (forward, or the whole backward with one of its two
-    launches varied), without the baselines; ``warm_only`` just compiles (a shard of) them."""
-    rows, cur = [], None
-    tasks = _tune_tasks(selected)
-    if warm_only:
-        tasks = tasks[shard[0]::shard[1]]
-    for c, which, cfg in tasks:
-        if cur is not c:  # inputs, a plan on the default configs, and its reference results
-            cur = c
-            lay = make_layout(c.layout, c.block, c.S).cuda()
-            q, k, v, dout = (torch.randn(c.B, H, c.S, c.D, device="cuda", dtype=c.dtype) for _ in range(4))
-            plan = attn._Plan(attn.AttnArgs(lay, c.block, False, c.D ** -0.5), q.shape, k.shape, c.dtype, q.device)
-            defaults = dict(plan.configs)
-            out, lse = attn._forward(plan, q, k, v)
-            ref = (out,) if c.mode == "fwd" else attn._backward(plan, q, k, v, out, lse, dout)
-        if cfg is None:
-            cfg = defaults[which]
-        elif cfg == defaults[which]:
-            continue
-        plan.configs = dict(defaults, **{which: cfg})
-        fn = ((lambda: attn._forward(plan, q, k, v)) if which == "fwd"
-              else (lambda: attn._backward(plan, q, k, v, out, lse, dout)))
-        try:
-            got = fn()
-            got = got[:1] if which == "fwd" else got
-            err = max(rel(g, r) for g, r in zip(got, ref))
-            if warm_only:
-                continue
-            ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-        except Exception as e:  # a config that does not fit (shared memory) is just skipped
-            print(f"  {c.case_id} {which} {cfg}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
-            continue
-        rows.append(dict(case_id=c.case_id, which=which, config=asdict(cfg), ms=ms, rel_err=err,
-                         default=cfg == defaults[which]))
-        print(f"  {c.case_id:40s} {which:4s} {_cfg_str(cfg)}: {ms:.4f} ms err {err:.1e}"
-              f"{'  (default)' if rows[-1]['default'] else ''}", file=sys.stderr, flush=True)
-    return rows
-
-
-def _cfg_str(cfg):
-    """(outer, inner, warps, stages) plus the flags that differ from the defaults."""
-    base = (cfg.outer, cfg.inner, cfg.num_warps, cfg.num_stages)
-    flags = [f.name for f in fields(cfg)[4:] if getattr(cfg, f.name) != f.default]
-    return str(base) + ("+" + "+".join(flags) if flags else "")
-
-
-def print_tune(rows):
-    """Per case and pass: the default's time, the best config and its time over the default's."""
-    print(f"{'case':40s} {'pass':4s} {'default ms':>10s} {'config':>30s} {'ms':>8s} {'x def':>8s}")
-    for key in dict.fromkeys((r["case_id"], r["which"]) for r in rows):
-        rs = [r for r in rows if (r["case_id"], r["which"]) == key]
-        d = next((r for r in rs if r["default"]), None)
-        dms = d["ms"] if d else float("nan")
-        for r in sorted(rs, key=lambda r: r["ms"]):
-            print(f"{key[0]:40s} {key[1]:4s} {dms:10.4f} "
-                  f"{_cfg_str(attn.KernelConfig(**r['config'])):>30s} {r['ms']:8.4f} {r['ms'] / dms:8.3f}")
-
-
 def env():
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return dict(gpu=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
@@ -322,12 +219,21 @@ def main():
     ap.add_argument("--warm-only", action="store_true", help="compile (a shard of) the cases, do not time")
     ap.add_argument("--shard", default="0/1", help="with --warm-only: I/N, this process's share")
     ap.add_argument("--issue11", action="store_true", help="GQA, head dims, decode, compiled model step")
+    ap.add_argument("--parts", nargs="*", choices=("gqa", "head_dim", "decode", "model_step"),
+                    help="with --issue11: the parts to run (default all)")
+    ap.add_argument("--summary", nargs=2, metavar=("TABLE", "TUNE"), help="an --issue11 and a --tune JSON")
     ap.add_argument("--ours-only", action="store_true", help="time only our kernel (any tree on PYTHONPATH)")
     ap.add_argument("--compare-ours", nargs=2, metavar=("OLD", "NEW"), help="two --ours-only JSONs")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
     args = ap.parse_args()
     if args.compare_ours:
         return compare_ours(*args.compare_ours)
+    if args.summary:
+        from bench_tune import summary
+        table, tuned = ({"results": []} if not os.path.exists(p) else json.load(open(p)) for p in args.summary)
+        return summary(tuned["results"], table["results"])
+    if args.tune:
+        from bench_tune import TUNE_CASES, TUNE_EXTRA, print_tune, tune
     torch._dynamo.config.cache_size_limit = 64
     torch._dynamo.config.automatic_dynamic_shapes = False  # Flex compiled per shape, as users run it
     wanted = args.cases or (TUNE_CASES if args.tune else [])
@@ -335,6 +241,9 @@ def main():
     pool = cases() + (TUNE_EXTRA if args.tune else [])
     selected = pool if not wanted else list(dict.fromkeys(c for w in wanted for c in pool if w in c.case_id))
     shard = tuple(int(x) for x in args.shard.split("/"))
+    if args.issue11 and args.warm_only:  # compile what the chosen parts run, time nothing
+        from bench_attention_features import issue11_rows
+        return issue11_rows(args.parts, warm_only=True, shard=shard)
     if args.warm_only and not args.tune:
         for c in selected[shard[0]::shard[1]]:
             ours_only(c, warm_only=True) if args.ours_only else run_case(c, warm_only=True)
@@ -344,14 +253,14 @@ def main():
     if args.issue11 or args.ours_only:
         if args.issue11:
             from bench_attention_features import issue11_rows
-            rows = issue11_rows()
+            rows = issue11_rows(args.parts, on_rows=lambda rows: _dump(args.out, rows))
         else:
             ours_only(selected[0])  # throwaway first case (see below)
             rows = [ours_only(c) for c in selected]
         _dump(args.out, rows)
         return
     if args.tune:
-        rows = tune(selected, args.warm_only, shard)
+        rows = tune(selected, args.warm_only, shard, on_row=lambda rows: _dump(args.out, rows))
         if args.warm_only:
             return
     else:

@@ -58,24 +58,39 @@ def gqa_rows():
     return rows
 
 
-def head_dim_rows():
-    """D96 and D256 TF/s as a fraction of D128 (targets >= 0.8 and >= 0.7), sliding b128."""
-    rows, lay = [], make_layout("sliding", 128, 8192).cuda()
+HEAD_DIM_RUNS = [(mode, D, backend) for mode in ("fwd", "fwdbwd")
+                 for D, backend in ((128, "auto"), (128, "triton"), (96, "auto"), (256, "auto"))]
+
+
+def head_dim_rows(warm_only=False, shard=(0, 1)):
+    """D96 and D256 TF/s as a fraction of D128 (targets >= 0.8 and >= 0.7), sliding b128. D128 as
+    a user calls it (backend "auto": the Hopper kernels on sm90) and on the portable Triton
+    kernels that run D96 and D256 (``tflops_over_d128_triton``). ``warm_only``: compile a shard
+    of the runs."""
+    rows, lay, base = [], make_layout("sliding", 128, 8192).cuda(), {}
     nnz = int(lay.sum())
-    for mode in ("fwd", "fwdbwd"):
-        base = None
-        for D in (128, 96, 256):
-            q, k, v = _qkv(4, 16, 16, 8192, 8192, D, mode == "fwdbwd")
-            fn = lambda q, k, v: blocksparse_attention(q, k, v, lay, 128)  # noqa: E731
-            with torch.no_grad():  # one (batch, head) slice against the PyTorch reference
-                err = rel(fn(q, k, v)[:1, :1], blocksparse_attention_reference(
-                    q[:1, :1], k[:1, :1], v[:1, :1], lay[:1], 128, compute_dtype=torch.float32))
-            ms, graph = _time(step(fn, q, k, v, torch.randn_like(q), mode))
-            tflops = 4 * 4 * nnz * 128**2 * D * (3.5 if mode == "fwdbwd" else 1.0) / ms / 1e9
-            base = tflops if D == 128 else base
-            rows.append(dict(case_id=f"headdim-sliding-b128-S8192-B4-H16-D{D}-bf16-{mode}", ms=ms, graph_ms=graph,
-                             tflops=tflops, tflops_over_d128=tflops / base, rel_err_vs_reference=err))
-            _print(rows[-1])
+    for i, (mode, D, backend) in enumerate(HEAD_DIM_RUNS):
+        if warm_only and i % shard[1] != shard[0]:
+            continue
+        q, k, v = _qkv(4, 16, 16, 8192, 8192, D, mode == "fwdbwd")
+        fn = lambda q, k, v: blocksparse_attention(q, k, v, lay, 128, backend=backend)  # noqa: E731
+        run = step(fn, q, k, v, torch.randn_like(q), mode)
+        if warm_only:
+            run()
+            continue
+        with torch.no_grad():  # one (batch, head) slice against the PyTorch reference
+            err = rel(fn(q, k, v)[:1, :1], blocksparse_attention_reference(
+                q[:1, :1], k[:1, :1], v[:1, :1], lay[:1], 128, compute_dtype=torch.float32))
+        ms, graph = _time(run)
+        tflops = 4 * 4 * nnz * 128**2 * D * (3.5 if mode == "fwdbwd" else 1.0) / ms / 1e9
+        if D == 128:
+            base[mode, backend] = tflops
+        name = f"D{D}" + ("-triton" if backend == "triton" else "")
+        rows.append(dict(case_id=f"headdim-sliding-b128-S8192-B4-H16-{name}-bf16-{mode}", ms=ms, graph_ms=graph,
+                         tflops=tflops, tflops_over_d128=tflops / base[mode, "auto"],
+                         tflops_over_d128_triton=tflops / base.get((mode, "triton"), float("nan")),
+                         rel_err_vs_reference=err))
+        _print(rows[-1])
     return rows
 
 
@@ -119,7 +134,7 @@ class _GQABlock(torch.nn.Module):
         return self.wo(out.transpose(1, 2).reshape(B, S, -1))
 
 
-def model_step_rows():
+def model_step_rows(warm_only=False):
     """A GQA attention layer's forward + backward, torch.compile(fullgraph=True) vs eager."""
     torch._dynamo.reset()
     lay = make_layout("sliding", 128, 4096, heads=32).cuda()
@@ -132,24 +147,37 @@ def model_step_rows():
 
     compiled = torch.compile(model, fullgraph=True)
     want, got = run(model), run(compiled)
+    if warm_only:  # inductor's and Triton's caches now hold the compiled graph and kernels
+        return []
     err = max(rel(a, b) for a, b in zip(got, want))
     e_ms, e_g = _time(lambda: run(model))
     c_ms, c_g = _time(lambda: run(compiled))
     row = dict(case_id="model-step-gqa-sliding-b128-S4096-B2-Hq32-Hkv8-D128-bf16", eager_ms=e_ms, compiled_ms=c_ms,
                compiled_over_eager=c_ms / e_ms, eager_graph_ms=e_g, compiled_graph_ms=c_g,
-               rel_err_grads=err)
+               graph_compiled_over_eager=c_g / e_g if c_g and e_g else None, rel_err_grads=err)
     _print(row)
     return [row]
 
 
-def issue11_rows():
+PARTS = {"gqa": lambda warm, shard: gqa_rows(), "head_dim": head_dim_rows,
+         "decode": lambda warm, shard: decode_rows(), "model_step": lambda warm, shard: model_step_rows(warm)}
+
+
+def issue11_rows(parts=None, warm_only=False, on_rows=None, shard=(0, 1)):
+    """The rows of ``parts`` (names of ``PARTS``, default all; ``on_rows(rows)`` after each);
+    ``warm_only`` compiles what the head-dim (a ``shard`` of its runs) and model-step parts run
+    (the others are cheap to compile) and times nothing."""
     rows = []
-    for part in (gqa_rows, head_dim_rows, decode_rows, model_step_rows):
+    for name in parts or PARTS:
+        if warm_only and name not in ("head_dim", "model_step"):
+            continue
         try:
-            rows += part()
+            rows += PARTS[name](warm_only, shard)
         except Exception as e:  # noqa: BLE001 - a failing part says why in the JSON
-            rows.append(dict(case_id=part.__name__, error=f"{type(e).__name__}: {str(e)[:300]}"))
+            rows.append(dict(case_id=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
             _print(rows[-1])
+        if on_rows:
+            on_rows(rows)
     return rows
 
 

@@ -5,6 +5,9 @@
 #   before  our kernel on every pre-existing case, pre-change tree vs this one -> $OUT/ours-{old,new}.json
 #   host    host time per call, pre-change tree vs this one (stdout)
 #   tune    the tile sweep for head dims 96 and 256                             -> $OUT/tune.json
+#   open    the rows run 1 left open, in <= 150 s: the D96/D256 sweep, the head-dim fractions and
+#           the compiled GQA step vs eager, then what the sweep's best configs would give
+#                                                                    -> $OUT/tune.json, $OUT/table.json
 # Everything else goes to stdout (the caller tees it): $OUT holds at most 6 files.
 #
 #   OLD=/path/to/pre-change/tree bash scripts/gpu_issue11.sh [STEP ...]    # from this tree's root
@@ -61,6 +64,24 @@ for step in $steps; do
       P=$P_NEW && [ $tree = old ] && P=$P_OLD
       echo -n "$tree: " && PYTHONPATH=$P python3 scripts/host_overhead.py --cuda --calls 200
     done ;;
+  open)
+    echo "== issue-11 open rows: D96/D256 tile sweep, head-dim fractions, compiled GQA step"
+    # Compile first, in 16 parallel processes (11 sweep shards, 4 head-dim shards, the compiled
+    # step): Triton's and inductor's disk caches then serve the timing processes.
+    warm="timeout ${WARM_S:-50} python3 scripts/bench_attention.py --warm-only"
+    for i in $(seq 0 10); do
+      PYTHONPATH=$P_NEW $warm --tune --cases D96 D256 --shard "$i/11" > /dev/null 2>&1 &
+    done
+    for i in 0 1 2 3; do
+      PYTHONPATH=$P_NEW $warm --issue11 --parts head_dim --shard "$i/4" > /dev/null 2>&1 &
+    done
+    PYTHONPATH=$P_NEW $warm --issue11 --parts model_step > /dev/null 2>&1 &
+    wait
+    PYTHONPATH=$P_NEW timeout "${TUNE_S:-45}" python3 scripts/bench_attention.py --tune --cases D96 D256 \
+      --out "$OUT/tune.json" 2> /tmp/issue11-tune.err || tail -4 /tmp/issue11-tune.err
+    PYTHONPATH=$P_NEW timeout "${TABLE_S:-45}" python3 scripts/bench_attention.py --issue11 --parts head_dim \
+      model_step --out "$OUT/table.json" 2>&1 | cut -c1-220
+    PYTHONPATH=$P_NEW python3 scripts/bench_attention.py --summary "$OUT/table.json" "$OUT/tune.json" ;;
   tune)
     echo "== tile sweep, head dims 96 and 256"
     PYTHONPATH=$P_NEW timeout "${TUNE_S:-150}" python3 scripts/bench_attention.py --tune --cases D96 D256 \

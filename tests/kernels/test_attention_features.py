@@ -140,6 +140,36 @@ def test_split_rows_with_groups_and_ragged_lengths(monkeypatch):
 
 
 @cpu_kernels
+@pytest.mark.parametrize("D,block,tma", [(96, 64, True), (48, 32, False), (192, 64, True)])
+def test_head_dims_in_three_pieces(monkeypatch, D, block, tma):
+    """Head dims of 3 * 2^k: the forward holds rows as three power-of-two pieces (no dot on
+    padding), through TMA and pointer loads, ragged tiles, and split rows merged by the combine
+    kernel (which keeps the padded width)."""
+    from sparsecli.kernels import _attn_plan
+
+    pieces, launch_of = [], _attn_plan._Static.launch_of
+
+    def spy(self, which, cfg, sch):
+        launch = launch_of(self, which, cfg, sch)
+        pieces.append((which, launch.base.get("PIECES", 1), sch.num_split_rows if which == "fwd" else 0))
+        return launch
+
+    monkeypatch.setattr(_attn_plan._Static, "launch_of", spy)
+    monkeypatch.setattr(_attn_plan, "MIN_SPLIT_TILES", 1)
+    monkeypatch.setattr(_attn_plan, "_num_sms", lambda device: 10**6)
+    if not tma:
+        monkeypatch.setattr(_attn_plan, "_has_tma", lambda *xs: False)
+    check(2, 2, 200, D, block, F16, Hkv=1, causal=True, per_head=True, lse=True, density=0.8)
+    assert [p[:2] for p in pieces] == [("fwd", 3), ("dq", 1), ("dkdv", 1)] and pieces[0][2] > 0
+
+
+@cpu_kernels
+def test_d256_block_128_tiles():
+    """D256 at block 128 runs 128-query forward tiles (8 warps on a GPU): ragged, GQA, causal."""
+    check(1, 2, 200, 256, 128, F16, Hkv=1, causal=True, per_head=True, lse=True)
+
+
+@cpu_kernels
 def test_pointer_loads_with_padded_head_dim_and_ragged_tiles(monkeypatch):
     from sparsecli.kernels import _attn_plan
 
@@ -172,7 +202,7 @@ def test_gpu_packed_segments(block, D, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("D", (8, 24, 40, 80, 96, 160, 192, 256))
+@pytest.mark.parametrize("D,block", [(D, 64) for D in (8, 24, 40, 80, 96, 160, 192, 256)] + [(96, 128), (256, 128)])
 @pytest.mark.parametrize("dtype", (F16, BF16))
-def test_gpu_head_dims(D, dtype):
-    check(1, 4, 512, D, 64, dtype, Hkv=2, causal=True, per_head=True, device="cuda", density=0.4)
+def test_gpu_head_dims(D, block, dtype):
+    check(1, 4, 512, D, block, dtype, Hkv=2, causal=True, per_head=True, device="cuda", density=0.4)

@@ -67,7 +67,7 @@ def test_rows_descriptor_matches_from_tensor():
 
 def test_tma_follows_the_device_capability(monkeypatch):
     """The CUDA branch of the TMA choice, without a GPU: Hopper (9.x) and later take TMA."""
-    from sparsecli.kernels import _attn_plan as attention
+    from sparsecli.kernels import _tma as attention
 
     class FakeCuda:
         is_cuda = True
