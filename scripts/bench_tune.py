@@ -156,7 +156,7 @@ def summary(tune_rows, table_rows):
     table) and with each pass's fastest config instead (the passes' savings add up)."""
     best = _best(tune_rows)
     print(f"{'head dim':>8s} {'mode':6s} {'vs D128 (auto)':>14s} {'vs D128 (triton)':>16s} "
-          f"{'with best configs':>17s}  best configs")
+          f"{'best configs: auto/triton':>25s}  best configs")
     for r in table_rows:
         cid = r.get("case_id", "")
         if not cid.startswith("headdim-") or "tflops_over_d128" not in r or "-D128-" in cid:
@@ -169,7 +169,7 @@ def summary(tune_rows, table_rows):
             if d and b:
                 saved += d["ms"] - b["ms"]
                 picks.append(f"{which} {cfg_str(attn.KernelConfig(**b['config']))}")
-        frac = r["tflops_over_d128"]
-        projected = frac * r["ms"] / (r["ms"] - saved) if picks else float("nan")
-        print(f"{D:8d} {mode:6s} {frac:14.2f} {r.get('tflops_over_d128_triton', float('nan')):16.2f} "
-              f"{projected:17.2f}  {'; '.join(picks)}")
+        frac, frac_t = r["tflops_over_d128"], r.get("tflops_over_d128_triton", float("nan"))
+        gain = r["ms"] / (r["ms"] - saved) if picks else float("nan")
+        print(f"{D:8d} {mode:6s} {frac:14.2f} {frac_t:16.2f} {f'{frac * gain:.2f}/{frac_t * gain:.2f}':>25s}  "
+              f"{'; '.join(picks)}")
