@@ -87,16 +87,28 @@ def check_choices(values, allowed, flag) -> tuple:
         raise UserError(f"{flag}: unknown value {bad[0]!r}{hint}; use one of {', '.join(map(str, allowed))}")
     if not values:
         raise UserError(f"{flag} must not be empty")
-    return tuple(dict.fromkeys(values))
+    check_no_repeats(values, flag)
+    return tuple(values)
+
+
+def check_no_repeats(values, flag) -> None:
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UserError(f"{flag} lists {twice} twice; give each value once")
 
 
 def validate_overrides(o: Overrides) -> Overrides:
     def ints(vals, flag, allowed=None):
         if vals is None:
             return None
+        if not vals:
+            raise UserError(f"{flag} must not be empty")
         if any(v <= 0 for v in vals):
             raise UserError(f"{flag} takes positive integers, got {','.join(map(str, vals))}")
-        return check_choices(vals, allowed, flag) if allowed else tuple(vals)
+        if allowed:
+            return check_choices(vals, allowed, flag)
+        check_no_repeats(vals, flag)
+        return tuple(vals)
 
     return Overrides(
         seq_lens=ints(o.seq_lens, "--seq"),
@@ -127,10 +139,26 @@ def expand(presets: list[Preset], overrides: Overrides | None = None) -> Plan:
                     for pass_ in o.passes or b.passes:
                         for provider in o.providers or b.providers:
                             plan.cases.append(Case(shape, pass_, provider))
-    ids = [c.case_id for c in plan.cases]
-    if len(set(ids)) != len(ids):
-        raise UserError("two presets of the same name in one run would share case ids; rename one file")
+    _check_unique(plan)
     return plan
+
+
+def _check_unique(plan: Plan) -> None:
+    """Case ids are baseline keys: a repeated one would make two rows claim the same entry."""
+    names = [p.name for p in plan.presets]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        paths = sorted({str(p.path) for p in plan.presets if p.name == twice})
+        if len(paths) == 1:
+            raise UserError(f"--preset {twice} is given twice; give it once")
+        raise UserError(f"two presets are named {twice} ({', '.join(paths)}) and would share case ids; "
+                        "rename one file")
+    seen = set()
+    for c in plan.cases:
+        if c.case_id in seen:
+            raise UserError(f"{c.shape.preset}: its bench sweep lists case {c.case_id} twice; "
+                            "remove the repeated value from the preset's bench: section")
+        seen.add(c.case_id)
 
 
 def shapes(plan: Plan) -> list[Shape]:
@@ -166,15 +194,15 @@ class LayoutFigures:
 
 
 def layout_figures(layout, block: int, causal: bool) -> LayoutFigures:
-    lay = layout.bool()
-    H, nb, _ = lay.shape
-    nnz = int(lay.sum())
+    import torch
+
+    # count_nonzero: a bool tensor's .sum() would first copy it to int64 (8 bytes a block).
+    H, nb, _ = layout.shape
+    nnz = int(torch.count_nonzero(layout))
     pairs = nnz * block * block
     if causal:
-        import torch
-
-        upper = int(torch.triu(lay, diagonal=1).sum())
-        diag = int(torch.diagonal(lay, dim1=1, dim2=2).sum())
+        upper = int(torch.count_nonzero(torch.triu(layout != 0, diagonal=1)))
+        diag = int(torch.count_nonzero(torch.diagonal(layout, dim1=1, dim2=2)))
         pairs -= upper * block * block + diag * block * (block - 1) // 2
     return LayoutFigures(block, nnz, nnz / (H * nb * nb), pairs)
 

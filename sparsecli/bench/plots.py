@@ -68,6 +68,16 @@ def results_figure(doc: dict):
 
 
 def save_results_plot(doc: dict, path: str | Path) -> Path:
+    """Write the figure atomically; returns the path written (a name without a suffix gets the
+    default format's, as ``savefig`` would add it)."""
+    from matplotlib import rcParams
+
+    from ..atomic_write import write_atomic
+
     path = Path(path)
-    results_figure(doc).savefig(path, dpi=110)
-    return path
+    fmt = path.suffix.lower().lstrip(".")
+    if not fmt:
+        fmt = rcParams["savefig.format"]
+        path = path.with_name(f"{path.name}.{fmt}")
+    fig = results_figure(doc)
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))

@@ -2,7 +2,7 @@
 
 Rows are flat and their keys carry units (``median_ms``, ``peak_mem_mib``, ``tflops_*`` in
 TFLOP/s), so the CSV is the same columns. A baseline is a results file with a ``gate`` section
-(see compare.py). Files are written atomically: a crash never leaves half a baseline.
+(see compare.py). Files are written through ``atomic_write``: a crash never leaves half a baseline.
 """
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import io
 import json
 import os
 import platform
-import stat
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -94,52 +92,6 @@ def to_csv(rows: list[dict]) -> str:
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})
     return buf.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write via a temporary file in the same directory and ``os.replace``; errors are one line."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {path}: directory {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp makes the file 0600; the result should get the mode a plain open() would give.
-        os.chmod(tmp, _target_mode(path))
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
-
-
-def _target_mode(path: Path) -> int:
-    """The replaced file's permission bits, or what a new file gets: 0o666 less the umask."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        pass
-    umask = os.umask(0)  # the only way to read it; set straight back
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def check_writable(path: Path | None, flag: str) -> None:
-    """Fail before a long sweep, not after it, when an output path cannot be written."""
-    if path is None:
-        return
-    parent = Path(path).parent if str(Path(path).parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"{flag} {path}: not writable")
-    if Path(path).is_dir():
-        raise UserError(f"{flag} {path}: is a directory; give a file name")
 
 
 def load(path: Path) -> dict:

@@ -78,13 +78,15 @@ def results_table(rows: list[dict], env: dict | None = None) -> Table:
 
 
 def gate_table(report: Report) -> Table:
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing to compare"
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "no cases"
     verdict = "[bold red]FAILED[/]" if report.failed else "[green]passed[/]"
-    t = Table(title=f"gate {verdict}: ratio to sdpa-flash vs baseline (floor ±{report.floor:.0%}) · {counts}",
+    problem = f" · [bold red]{report.nothing_compared}[/]" if report.nothing_compared else ""
+    t = Table(title=f"gate {verdict}: ratio to sdpa-flash vs baseline (floor ±{report.floor:.0%}) · {counts}{problem}",
               title_justify="left")
     for name in ("case_id", "verdict", "base ratio", "new ratio", "change", "tolerance",
                  "base ms", "new ms", "note"):
-        t.add_column(name, justify="left" if name in ("case_id", "verdict", "note") else "right")
+        t.add_column(name, justify="left" if name in ("case_id", "verdict", "note") else "right",
+                     overflow="fold" if name == "case_id" else "ellipsis")
     for c in report.cases:
         if c.verdict == "not_run":  # other presets' entries: counted in the title only
             continue

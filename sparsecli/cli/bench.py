@@ -6,12 +6,15 @@ Exit codes: 0 success, 1 error (bad preset, no GPU, unreadable file), 2 usage (T
 """
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
+from ..atomic_write import check_writable, write_text_atomic
+from ..bench.cases import check_no_repeats
 from ..errors import UserError
 from .app import app
 from .console import err_console, out_console
@@ -33,14 +36,23 @@ class ReportFormat(str, Enum):
     json = "json"
 
 
+EXAMPLES = {"--seq": "4096,16384", "--dtype": "bf16,fp16", "--pass": "fwd,fwd+bwd",
+            "--providers": "sparse,sdpa-flash", "--head-dim": "64,128"}
+
+
 def _items(text: str | None, flag: str, cast=str) -> tuple | None:
+    """A comma-separated option's values; empty or repeated values are errors, never ignored."""
     if text is None:
         return None
     parts = [p for p in text.replace(" ", "").split(",") if p]
+    if not parts:
+        raise UserError(f"{flag} is empty; give comma-separated values, e.g. {flag} {EXAMPLES[flag]}")
     try:
-        return tuple(cast(p) for p in parts)
+        values = tuple(cast(p) for p in parts)
     except ValueError:
-        raise UserError(f"{flag} takes comma-separated integers, e.g. 4096,8192 — got {text!r}") from None
+        raise UserError(f"{flag} takes comma-separated integers, e.g. {EXAMPLES[flag]} — got {text!r}") from None
+    check_no_repeats(values, flag)
+    return values
 
 
 @app.command(no_args_is_help=True)
@@ -72,8 +84,14 @@ def bench(
 
     if update_baseline and baseline is None:
         raise UserError("--update-baseline needs --baseline PATH (the file to write)")
+    if dry_run:
+        extra = [flag for flag, value in (("--plot", plot), ("--baseline", baseline)) if value is not None]
+        if extra:
+            raise UserError(f"--dry-run times nothing, so there is nothing to plot or gate; drop {'/'.join(extra)}")
+    _check_no_clobber({"-o": output, "--plot": plot, "--baseline": baseline if update_baseline else None},
+                      {"--from": from_file, "--baseline": None if update_baseline else baseline})
     for path, flag in ((output, "-o"), (plot, "--plot"), (baseline if update_baseline else None, "--baseline")):
-        res.check_writable(path, flag)
+        check_writable(path, flag)
     if plot is not None:
         _check_plot_format(plot)
     base_doc = None
@@ -91,11 +109,32 @@ def bench(
                             "(sweep flags apply to a new run with --preset)")
         doc = res.load(from_file)
     else:
-        doc = _run(preset, seq, dtype, pass_, providers, batch, head_dim, fmt, dry_run,
+        doc = _run(preset, seq, dtype, pass_, providers, batch, head_dim, fmt, dry_run, output,
                    warmup_ms, rep_ms, check)
         if doc is None:  # dry run
             return
     _finish(doc, fmt, output, plot, baseline, base_doc, tolerance, update_baseline)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b) or a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _check_no_clobber(outputs: dict, inputs: dict) -> None:
+    """No output may overwrite an input (``compare A B -o A`` would replace the baseline with a
+    report) or another output of the same command."""
+    outs = [(flag, Path(p)) for flag, p in outputs.items() if p is not None]
+    ins = [(flag, Path(p)) for flag, p in inputs.items() if p is not None]
+    for i, (flag, path) in enumerate(outs):
+        for other, src in ins:
+            if _same_file(path, src):
+                raise UserError(f"{flag} {path} would overwrite the {other} file {src}; write to another file")
+        for other, dst in outs[:i]:
+            if _same_file(path, dst):
+                raise UserError(f"{other} and {flag} both name {path}; give each output its own file")
 
 
 def _check_plot_format(plot: Path) -> None:
@@ -111,8 +150,9 @@ def _check_plot_format(plot: Path) -> None:
                         f"{', '.join('.' + s for s in sorted(supported))}")
 
 
-def _run(preset, seq, dtype, pass_, providers, batch, head_dim, fmt, dry_run, warmup_ms, rep_ms, check):
+def _run(preset, seq, dtype, pass_, providers, batch, head_dim, fmt, dry_run, output, warmup_ms, rep_ms, check):
     from ..bench.cases import Overrides, expand
+    from ..bench.host_memory import check_layouts_fit
     from ..preset_loader import load_preset
 
     if not preset:
@@ -122,8 +162,9 @@ def _run(preset, seq, dtype, pass_, providers, batch, head_dim, fmt, dry_run, wa
         seq_lens=_items(seq, "--seq", int), dtypes=_items(dtype, "--dtype"), passes=_items(pass_, "--pass"),
         providers=_items(providers, "--providers"), batch=batch, head_dims=_items(head_dim, "--head-dim", int))
     plan = expand(presets, overrides)
+    check_layouts_fit(plan, seq_overridden=seq is not None)
     if dry_run:
-        _print_plan(plan, fmt)
+        _dry_run(plan, fmt, output)
         return None
 
     import torch
@@ -160,7 +201,8 @@ def _with_progress(plan, opts):
         return Runner(plan, opts, on_row).run()
 
 
-def _print_plan(plan, fmt):
+def _dry_run(plan, fmt, output):
+    """Print the planned cases; ``-o`` writes them too (JSON, or CSV by suffix), as ``--format`` prints them."""
     import json
 
     from ..bench.cases import build_layout, layout_figures, preset_of, shapes
@@ -170,23 +212,32 @@ def _print_plan(plan, fmt):
     for s in shapes(plan):
         p = preset_of(plan, s)
         figures[s] = layout_figures(build_layout(p, s.seq_len), p.sparsity.values["block"], s.causal)
-    if fmt is Format.table:
-        out_console.print(plan_table(plan, figures))
-        return
     rows = [{"case_id": c.case_id, "group_id": c.group_id, "preset": c.shape.preset, "provider": c.provider,
              "pass": c.pass_, "dtype": c.shape.dtype, "seq_len": c.shape.seq_len, "batch": c.shape.batch,
              "heads": c.shape.heads, "head_dim": c.shape.head_dim, "block": figures[c.shape].block,
              "causal": c.shape.causal, "density": figures[c.shape].density,
              "nnz_blocks": figures[c.shape].nnz_blocks} for c in plan.cases]
-    if fmt is Format.json:
-        out_console.print_json(json.dumps({"planned": rows}))
+    as_json = json.dumps({"planned": rows}, indent=1) + "\n"
+    if output is not None:
+        write_text_atomic(output, _csv(rows) if output.suffix.lower() == ".csv" else as_json)
+        err_console.print(f"wrote the {len(rows)} planned cases to {output}", highlight=False)
+    if fmt is Format.table:
+        out_console.print(plan_table(plan, figures))
+    elif fmt is Format.json:
+        out_console.file.write(as_json)
     else:
-        import csv
-        import sys
+        out_console.file.write(_csv(rows))
 
-        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["case_id"], lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+
+def _csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["case_id"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def _finish(doc, fmt, output, plot, baseline, base_doc, tolerance, update_baseline):
@@ -199,23 +250,20 @@ def _finish(doc, fmt, output, plot, baseline, base_doc, tolerance, update_baseli
     # Files first: a failing gate still leaves its evidence behind.
     if output is not None:
         text = res.to_csv(doc["results"]) if output.suffix.lower() == ".csv" else res.to_json(doc)
-        res.write_atomic(output, text)
+        write_text_atomic(output, text)
         err_console.print(f"wrote {output}", highlight=False)
     if plot is not None:
         from ..bench.plots import save_results_plot
 
-        try:
-            save_results_plot(doc, plot)
-        except OSError as e:
-            raise UserError(f"cannot write {plot}: {e.strerror or e}") from None
-        err_console.print(f"wrote {plot}", highlight=False)
+        written = save_results_plot(doc, plot)
+        err_console.print(f"wrote {written}", highlight=False)
     if update_baseline:
-        res.write_atomic(baseline, res.to_json(make_baseline(doc, base_doc)))
+        write_text_atomic(baseline, res.to_json(make_baseline(doc, base_doc)))
         err_console.print(f"updated baseline {baseline}", highlight=False)
 
     _print_doc(doc, fmt, report)
     if report is not None and report.failed and not update_baseline:
-        err_console.print(f"[bold red]gate failed[/] against {baseline}: {report.counts}", highlight=False)
+        _say_gate_failed(report, baseline)
         raise typer.Exit(GATE_FAILED)
 
 
@@ -248,15 +296,22 @@ def compare(
     from ..bench.compare import compare as run_compare
     from ..bench.tables import gate_table
 
-    res.check_writable(output, "-o")
+    _check_no_clobber({"-o": output}, {"BASE": base, "NEW": new})
+    check_writable(output, "-o")
     report = run_compare(res.load(base), res.load(new), tolerance)
     doc = {"schema_version": res.SCHEMA_VERSION, "baseline": str(base), "results_file": str(new),
            **report.to_dict()}
     if output is not None:
-        res.write_atomic(output, json.dumps(doc, indent=1) + "\n")
+        write_text_atomic(output, json.dumps(doc, indent=1) + "\n")
     if fmt is ReportFormat.json:
         out_console.print_json(json.dumps(doc))
     else:
         out_console.print(gate_table(report))
     if report.failed:
+        _say_gate_failed(report, base)
         raise typer.Exit(GATE_FAILED)
+
+
+def _say_gate_failed(report, baseline) -> None:
+    why = report.nothing_compared or ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items()))
+    err_console.print(f"[bold red]gate failed[/] against {baseline}: {why}", highlight=False, soft_wrap=True)

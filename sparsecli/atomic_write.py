@@ -1,0 +1,93 @@
+"""Atomic file output: every file sparsecli writes goes to a temporary file beside its target,
+then ``os.replace`` puts it in place.
+
+A crash, a full disk or a failing writer (``torch.save``, ``savefig``, ``np.save``) therefore
+never leaves a truncated or empty file under the requested name, and an existing file is only
+replaced by a complete one. Failures become a one-line ``UserError``.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+
+
+def check_writable(path: Path | None, flag: str) -> None:
+    """Fail before a long computation, not after it, when ``path`` cannot be written."""
+    if path is None:
+        return
+    path = Path(path)
+    parent = _parent(path)
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: directory {parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; give a file name")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{flag} {path}: not writable")
+
+
+def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_name)`` to produce the file, then rename it to ``path``.
+
+    The temporary name keeps ``path``'s suffix, so writers that pick a format or append an
+    extension by suffix (matplotlib, numpy) behave as they would on ``path`` itself.
+    """
+    path = Path(path)
+    parent = _parent(path)
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: directory {parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=parent)
+        os.close(fd)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        write(tmp)
+        _fsync(tmp)  # the data is on disk before the name points at it
+        # mkstemp makes the file 0600; the result gets the mode a plain open() would give.
+        os.chmod(tmp, _target_mode(path))
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return write_atomic(path, write)
+
+
+def _parent(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def _fsync(name: str) -> None:
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _target_mode(path: Path) -> int:
+    """The replaced file's permission bits, or what a new file gets: 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    umask = os.umask(0)  # the only way to read it; set straight back
+    os.umask(umask)
+    return 0o666 & ~umask
