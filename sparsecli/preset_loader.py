@@ -17,7 +17,8 @@ import yaml
 from .errors import UserError
 from .kinds import BOOL, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, STR, kinds_using
 
-PROVIDERS = ("sparse", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked", "flex", "naive")
+PROVIDERS = ("sparse", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked", "flex",
+             "flex-flash", "fa4", "naive")
 DTYPES = ("fp16", "bf16", "fp32")
 PASSES = ("fwd", "bwd", "fwd+bwd")
 HEAD_DIMS = (16, 32, 64, 128)

@@ -15,8 +15,14 @@ from ..errors import UserError
 from ..preset_loader import DTYPES, HEAD_DIMS, PASSES, PROVIDERS, Preset
 
 # Providers that compute the preset's block-sparse function; the others run full dense attention.
-SPARSE_SEMANTICS = ("sparse", "three-op", "sdpa-masked", "flex", "naive")
+SPARSE_SEMANTICS = ("sparse", "three-op", "sdpa-masked", "flex", "flex-flash", "naive")
 FLASH, FLEX = "sdpa-flash", "flex"
+# What the peers are, for legends and captions: `flex` stays FlexAttention's Triton backend.
+PROVIDER_NOTES = {
+    "flex": "FlexAttention, Triton backend",
+    "flex-flash": "FlexAttention, FLASH backend (FlashAttention-4 kernels)",
+    "fa4": "FlashAttention-4, dense",
+}
 BWD_FLOP_FACTOR = 2.5  # backward = 2.5x forward (two recomputed products + three gradients)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from .cases import FLASH
+from .cases import FLASH, PROVIDER_NOTES
 
 
 def _series_key(row: dict, multi: dict) -> str:
-    parts = [row["provider"]]
+    note = PROVIDER_NOTES.get(row["provider"])
+    parts = [f"{row['provider']} ({note})" if note else row["provider"]]
     for key, fmt in (("preset", "{}"), ("dtype", "{}"), ("head_dim", "D{}")):
         if multi[key]:
             parts.append(fmt.format(row[key]))

@@ -122,7 +122,8 @@ class Runner:
 
     def _provider(self, provider, cases, rows, shape, layout, fig, x, refs):
         ctx_of = lambda: prov.Ctx(layout.clone(), fig.block, shape.causal,  # noqa: E731
-                                  shape.head_dim ** -0.5, shape.seq_len)
+                                  shape.head_dim ** -0.5, shape.seq_len, shape.head_dim,
+                                  TORCH_DTYPES[shape.dtype])
         needs_grad = any(c.pass_ != "fwd" for c in cases)
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -145,7 +146,10 @@ class Runner:
             errors = self._check(provider, fn, shape, layout, fig, x, refs, needs_grad)
         except Exception as e:  # noqa: BLE001
             status, reason = prov.classify(e)
-            hint = next((str(w.message) for w in caught), "") if status == "unavailable" else ""
+            # A backend that is not there often says why in a warning; Unavailable says it itself.
+            hint = ""
+            if status == "unavailable" and not isinstance(e, prov.Unavailable):
+                hint = next((str(w.message) for w in caught), "")
             for c in cases:
                 self._emit(rows[c], status, f"{reason} {hint[:160]}".strip())
             return

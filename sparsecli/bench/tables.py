@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .cases import Plan
+from .cases import PROVIDER_NOTES, Plan
 from .compare import Report
 
 STATUS_STYLE = {"ok": "green", "wrong": "bold red", "oom": "yellow", "unavailable": "dim",
@@ -38,12 +38,20 @@ def plan_table(plan: Plan, figures: dict) -> Table:
     return t
 
 
+def provider_legend(rows: list[dict]) -> str:
+    """What the peers in ``rows`` are (``flex`` is Flex's Triton backend), or ""."""
+    present = dict.fromkeys(r["provider"] for r in rows)
+    return "; ".join(f"{p} = {PROVIDER_NOTES[p]}" for p in present if p in PROVIDER_NOTES)
+
+
 def results_table(rows: list[dict], env: dict | None = None) -> Table:
     gpu = (env or {}).get("gpu") or "?"
+    legend = provider_legend(rows)
     t = Table(title=f"sparsecli bench · {gpu} · median of do_bench (p20–p80)", title_justify="left",
               caption="TFLOP/s: nnz = on non-zero blocks, dense = dense-equivalent; speedup = "
                       "other provider's median / this one's; mem = peak allocated during one call above "
-                      "what was allocated before it (persistent masks and index tables excluded)",
+                      "what was allocated before it (persistent masks and index tables excluded)"
+                      + (f"; {legend}" if legend else ""),
               caption_justify="left")
     t.add_column("provider", no_wrap=True)
     t.add_column("ms", justify="right")
