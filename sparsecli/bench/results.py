@@ -2,7 +2,7 @@
 
 Rows are flat and their keys carry units (``median_ms``, ``peak_mem_mib``, ``tflops_*`` in
 TFLOP/s), so the CSV is the same columns. A baseline is a results file with a ``gate`` section
-(see compare.py). Files are written through ``atomic_write``: a crash never leaves half a baseline.
+(see compare.py). Files are written through ``output_files``: a crash never leaves half a baseline.
 """
 from __future__ import annotations
 

@@ -6,14 +6,13 @@ Exit codes: 0 success, 1 error (bad preset, no GPU, unreadable file), 2 usage (T
 """
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-from ..atomic_write import check_writable, write_text_atomic
+from ..output_files import check_no_clobber, check_writable, write_text_atomic
 from ..bench.cases import check_no_repeats
 from ..errors import UserError
 from .app import app
@@ -88,7 +87,7 @@ def bench(
         extra = [flag for flag, value in (("--plot", plot), ("--baseline", baseline)) if value is not None]
         if extra:
             raise UserError(f"--dry-run times nothing, so there is nothing to plot or gate; drop {'/'.join(extra)}")
-    _check_no_clobber({"-o": output, "--plot": plot, "--baseline": baseline if update_baseline else None},
+    check_no_clobber({"-o": output, "--plot": plot, "--baseline": baseline if update_baseline else None},
                       {"--from": from_file, "--baseline": None if update_baseline else baseline})
     for path, flag in ((output, "-o"), (plot, "--plot"), (baseline if update_baseline else None, "--baseline")):
         check_writable(path, flag)
@@ -114,27 +113,6 @@ def bench(
         if doc is None:  # dry run
             return
     _finish(doc, fmt, output, plot, baseline, base_doc, tolerance, update_baseline)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b) or a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
-def _check_no_clobber(outputs: dict, inputs: dict) -> None:
-    """No output may overwrite an input (``compare A B -o A`` would replace the baseline with a
-    report) or another output of the same command."""
-    outs = [(flag, Path(p)) for flag, p in outputs.items() if p is not None]
-    ins = [(flag, Path(p)) for flag, p in inputs.items() if p is not None]
-    for i, (flag, path) in enumerate(outs):
-        for other, src in ins:
-            if _same_file(path, src):
-                raise UserError(f"{flag} {path} would overwrite the {other} file {src}; write to another file")
-        for other, dst in outs[:i]:
-            if _same_file(path, dst):
-                raise UserError(f"{other} and {flag} both name {path}; give each output its own file")
 
 
 def _check_plot_format(plot: Path) -> None:
@@ -296,7 +274,7 @@ def compare(
     from ..bench.compare import compare as run_compare
     from ..bench.tables import gate_table
 
-    _check_no_clobber({"-o": output}, {"BASE": base, "NEW": new})
+    check_no_clobber({"-o": output}, {"BASE": base, "NEW": new})
     check_writable(output, "-o")
     report = run_compare(res.load(base), res.load(new), tolerance)
     doc = {"schema_version": res.SCHEMA_VERSION, "baseline": str(base), "results_file": str(new),

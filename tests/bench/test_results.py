@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from sparsecli.atomic_write import write_text_atomic
+from sparsecli.output_files import write_text_atomic
 from sparsecli.bench import results as res
 from sparsecli.errors import UserError
 

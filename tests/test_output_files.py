@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from sparsecli.atomic_write import check_writable, write_atomic, write_text_atomic
+from sparsecli.output_files import check_writable, write_atomic, write_text_atomic
 from sparsecli.errors import UserError
 
 

@@ -1,5 +1,6 @@
-"""Atomic file output: every file sparsecli writes goes to a temporary file beside its target,
-then ``os.replace`` puts it in place.
+"""Every file sparsecli writes: checked before the work (writable, neither an input nor another
+output of the same command) and written atomically, to a temporary file beside its target that
+``os.replace`` then puts in place.
 
 A crash, a full disk or a failing writer (``torch.save``, ``savefig``, ``np.save``) therefore
 never leaves a truncated or empty file under the requested name, and an existing file is only
@@ -28,6 +29,29 @@ def check_writable(path: Path | None, flag: str) -> None:
         raise UserError(f"{flag} {path}: is a directory; give a file name")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"{flag} {path}: not writable")
+
+
+def check_no_clobber(outputs: dict, inputs: dict) -> None:
+    """``{flag: path or None}`` of outputs and inputs: no output may overwrite an input
+    (``compare A B -o A`` would replace the baseline with a report) or another output."""
+    outs = [(flag, Path(p)) for flag, p in outputs.items() if p is not None]
+    ins = [(flag, Path(p)) for flag, p in inputs.items() if p is not None]
+    for i, (flag, path) in enumerate(outs):
+        for other, src in ins:
+            if _same_file(path, src):
+                raise UserError(f"{flag} {path} would overwrite the {other} file {src}; write to another file")
+        for other, dst in outs[:i]:
+            if _same_file(path, dst):
+                raise UserError(f"{other} and {flag} both name {path}; give each output its own file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)  # hard links and symlinks too
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
