@@ -61,7 +61,7 @@ def _pass_callable(fn, pass_: str, x: _Inputs):
     return lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), dout)
 
 
-def _base_row(case: Case, fig: LayoutFigures | None, sha: str) -> dict:
+def base_row(case: Case, fig: LayoutFigures | None, sha: str) -> dict:
     s = case.shape
     return {
         "case_id": case.case_id, "group_id": case.group_id, "preset": s.preset,
@@ -102,11 +102,11 @@ class Runner:
         try:
             layout = build_layout(preset, shape.seq_len)
             fig = layout_figures(layout, preset.sparsity.values["block"], shape.causal)
-            rows = {c: _base_row(c, fig, sha) for c in cases}
+            rows = {c: base_row(c, fig, sha) for c in cases}
             x = _Inputs(shape, self.opts, needs_grad=any(c.pass_ != "fwd" for c in cases))
             layout = layout.to(self.opts.device)
         except Exception as e:  # noqa: BLE001 (inputs too large, bad layout: every row says so)
-            rows = rows or {c: _base_row(c, fig, sha) for c in cases}
+            rows = rows or {c: base_row(c, fig, sha) for c in cases}
             status, reason = prov.classify(e)
             for row in rows.values():
                 self._emit(row, status, reason)
