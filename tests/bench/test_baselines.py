@@ -129,3 +129,14 @@ def test_git_sha_is_the_packages_own_checkout_never_the_callers(tmp_path, monkey
     monkeypatch.setenv("GIT_DIR", str(other / ".git"))
     assert res.git_sha(pkg) == git(root, "rev-parse", "HEAD") + "-dirty"
     assert res.git_sha(tmp_path) is None  # not a repository at all
+
+
+def test_committed_baselines_are_named_by_their_gpu():
+    from pathlib import Path
+
+    directory = Path(__file__).resolve().parents[2] / "benchmarks" / "baselines"
+    files = sorted(directory.glob("*.json"))
+    assert files, "no committed baselines"
+    for f in files:
+        doc = res.load(f)
+        assert f.name == baselines.gpu_slug(doc["env"]["gpu"]) + ".json" and doc["gate"]
