@@ -110,8 +110,16 @@ def run_on_devices(plan: Plan, spec: dict, devices: list[int], on_row, failed_ro
     return [rows[c.case_id] for c in plan.cases]
 
 
+def pin(device: int) -> str:
+    """The CUDA_VISIBLE_DEVICES value that leaves exactly this process's GPU ``device`` visible.
+    Indices are relative to what this process sees, so an inherited CUDA_VISIBLE_DEVICES=2,3
+    makes GPU 1 the entry "3" (an id or a UUID), not the physical GPU 1."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[device] if "CUDA_VISIBLE_DEVICES" in os.environ and device < len(visible) else str(device)
+
+
 def _launch(device: int, spec: dict) -> subprocess.Popen:
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(device), SPARSECLI_BENCH_DEVICE=str(device))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=pin(device), SPARSECLI_BENCH_DEVICE=str(device))
     proc = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     proc.stdin.write(json.dumps(spec))

@@ -29,5 +29,5 @@ class DiesAfterOneRow:
 if __name__ == "__main__":
     spec = json.loads(sys.stdin.read())
     dead = os.environ.get("SPARSECLI_BENCH_DEVICE") == os.environ.get("FAKE_DEAD_GPU")
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == os.environ["SPARSECLI_BENCH_DEVICE"]  # pinned
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == f"GPU-{os.environ['SPARSECLI_BENCH_DEVICE']}"  # pinned (test's ids)
     run_spec(spec, device="cpu", timer=timer, out=DiesAfterOneRow() if dead else None)

@@ -33,6 +33,15 @@ def test_bad_devices_are_one_line_errors(text, count, match):
         devices.parse_devices(text, count)
 
 
+def test_a_worker_is_pinned_to_the_gpu_its_parent_sees(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert devices.pin(1) == "1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")  # the parent sees physical GPUs 2 and 3 as 0 and 1
+    assert devices.pin(0) == "2" and devices.pin(1) == "3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8a1f,GPU-77c0")
+    assert devices.pin(1) == "GPU-77c0"
+
+
 def test_groups_stay_whole_and_the_load_is_balanced(tiny_preset):
     plan = tiny_plan(tiny_preset)
     dealt = devices.assign(plan, [0, 1])
@@ -51,6 +60,7 @@ def test_bench_devices_merges_every_gpus_rows_and_a_dying_gpu_says_so(tiny_prese
 
     monkeypatch.setattr(devices, "WORKER", FAKE_WORKER)
     monkeypatch.setenv("FAKE_DEAD_GPU", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-0,GPU-1")  # what the workers' pins are made of
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: "Fake GPU")
