@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..output_files import check_no_clobber, check_writable, write_text_atomic
 from .app import app
 from .console import err_console, out_console
-from .gate import AllowGpuMismatch, fail_if_gate_failed
+from .gate import allow_gpu_mismatch_option, fail_if_gate_failed
 
 SWEEP = "Sweep (overrides the preset's bench: section)"
 OUTPUT = "Output"
@@ -78,7 +78,7 @@ def bench(
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Gate against this baseline JSON, or the runner's GPU's file in a directory of <gpu-slug>.json (exit 3 on a breach).", rich_help_panel=GATE)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="Tolerance floor on the ratio to sdpa-flash.", rich_help_panel=GATE)] = 0.10,
     update_baseline: Annotated[bool, typer.Option("--update-baseline", help="Write this run's ratios into --baseline (the runner's GPU's file of a directory; cases not run are kept).", rich_help_panel=GATE)] = False,
-    allow_gpu_mismatch: AllowGpuMismatch = False,
+    allow_gpu_mismatch: Annotated[bool, allow_gpu_mismatch_option(GATE)] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned cases and exit; runs anywhere.")] = False,
     warmup_ms: Annotated[int, typer.Option(min=1, hidden=True, help="do_bench warm-up budget (ms).")] = 100,
     rep_ms: Annotated[int, typer.Option(min=1, hidden=True, help="do_bench repetition budget (ms).")] = 500,

@@ -12,7 +12,7 @@ import typer
 from ..output_files import check_no_clobber, check_writable, write_text_atomic
 from .app import app
 from .console import out_console
-from .gate import AllowGpuMismatch, ReportFormat, fail_if_gate_failed
+from .gate import ReportFormat, allow_gpu_mismatch_option, fail_if_gate_failed
 
 
 @app.command(no_args_is_help=True)
@@ -22,7 +22,7 @@ def compare(
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="Tolerance floor on the ratio to sdpa-flash.")] = 0.10,
     fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="What goes to stdout.")] = ReportFormat.table,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the gate report JSON.")] = None,
-    allow_gpu_mismatch: AllowGpuMismatch = False,
+    allow_gpu_mismatch: Annotated[bool, allow_gpu_mismatch_option()] = False,
 ):
     """Gate NEW against BASE: per case, our time over sdpa-flash's, now vs then. Exit 3 on a breach."""
     import json

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
-
 import typer
 
 from .console import err_console
 
 GATE_FAILED = 3
 
-AllowGpuMismatch = Annotated[bool, typer.Option(
-    "--allow-gpu-mismatch",
-    help="Compare against a baseline measured on another GPU model anyway (ratios differ between models).")]
+def allow_gpu_mismatch_option(panel: str | None = None):
+    return typer.Option("--allow-gpu-mismatch", rich_help_panel=panel,
+                        help="Compare against a baseline measured on another GPU model anyway (ratios differ between models).")
 
 
 class ReportFormat(str, Enum):
