@@ -93,6 +93,7 @@ from sparsecli.bench.cases import build_layout, layout_figures
 from sparsecli.preset_loader import load_preset
 preset = load_preset(sys.argv[1])
 block = preset.sparsity.values["block"]
+layout_figures(build_layout(preset, 4 * block), block, causal=True)  # imports torch & co. before measuring
 before = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 layout_figures(build_layout(preset, 1024 * block), block, causal=True)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
