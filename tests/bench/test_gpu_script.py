@@ -11,8 +11,8 @@ from sparsecli.output_files import write_text_atomic
 from .conftest import row
 
 ROOT = Path(__file__).resolve().parents[2]
-PROVIDERS = ("sparse", "three-op", "flex", "flex-flash", "fa4", "sdpa-flash", "sdpa-masked")
-MS = {"sparse": 0.9, "three-op": 4.0, "flex": 9.0, "sdpa-flash": 3.5, "sdpa-masked": 5.0}
+PROVIDERS = ("sparse", "three-op", "flex", "flex-flash", "fa4", "sdpa-flash")
+MS = {"sparse": 0.9, "three-op": 4.0, "flex": 9.0, "sdpa-flash": 3.5}
 
 
 def canned_h200_run() -> dict:
@@ -40,17 +40,17 @@ def test_run_gpu_script_with_a_faked_sweep(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     calls = log.read_text().splitlines()
     assert calls[0].startswith("bench --preset fixed --preset bigbird --providers "
-                               "sparse,three-op,flex,flex-flash,fa4,sdpa-flash,sdpa-masked --baseline ")
+                               "sparse,three-op,flex,flex-flash,fa4,sdpa-flash --baseline ")
     assert "--update-baseline" in calls[0] and "--update-baseline" not in calls[1]
     lines = r.stdout.splitlines()
-    for wanted in ("ok    run 1 in", "ok    run 2 in", "ok    agreement: 40 shared ok cases; worst +0.00%; 0 beyond ±3%: exit 0",
+    for wanted in ("ok    run 1 in", "ok    run 2 in", "ok    agreement: 32 shared ok cases; worst +0.00%; 0 beyond ±3%: exit 0",
                    "ok    gate vs the H100 baseline refused: error: baseline benchmarks/baselines/nvidia-h100-80gb-hbm3.json "
                    "was measured on NVIDIA H100 80GB HBM3, this run on NVIDIA H200",
                    "ok    run 2 as markdown (summary.md), gated against run 1: exit 0"):
         assert any(line.startswith(wanted) for line in lines), (wanted, r.stdout)
-    assert "| case | density | sparse | three-op | sdpa-flash | sdpa-masked | flex | flex-flash | fa4 | sparse vs sdpa-flash" \
+    assert "| case | density | sparse | three-op | sdpa-flash | flex | flex-flash | fa4 | sparse vs sdpa-flash" \
            " | sparse vs fa4 | sparse vs flex-flash |" in r.stdout
-    assert "| bigbird fwd+bwd S16384 | 25.0% | 3.6 | 16 | 14 | 20 | 36 | unavailable | unavailable | 3.9× | — | — |" in r.stdout
+    assert "| bigbird fwd+bwd S16384 | 25.0% | 3.6 | 16 | 14 | 36 | unavailable | unavailable | 3.9× | — | — |" in r.stdout
     files = sorted(p.name for p in out.iterdir())
     assert files == ["gpu-run.tar.gz", "nvidia-h200.json", "run1.json", "run2.json", "summary.md"]  # <= 8 come back
     assert res.load(out / "nvidia-h200.json")["env"]["gpu"] == "NVIDIA H200"
