@@ -1,6 +1,6 @@
-"""One call of the fused attention, forward and backward: the Triton kernels, or on plain CPU
-tensors (no Triton interpreter) the block-row-walking PyTorch reference and its row-by-row
-backward (O(S * block) memory either way).
+"""One call of the fused attention, forward and backward: the kernels the dispatch chose (portable
+Triton or Hopper, ``args.backend``), or on plain CPU tensors (no Triton interpreter) the
+block-row-walking PyTorch reference and its row-by-row backward (O(S * block) memory either way).
 
 Shared by the eager autograd function (``kernels/attention.py``) and the ``torch.library`` ops
 (``kernels/_attn_op.py``), so compiled graphs and eager calls run the same code. The kernels'
@@ -45,6 +45,16 @@ def _kernel_inputs(*xs):
     return tuple(None if x is None else x.contiguous() for x in xs)
 
 
+def _launchers(args: AttnArgs):
+    """(forward, backward) of the kernels chosen for the call (``args.backend``): both take the
+    plan and contiguous operands, and keep lse in the same log2 convention."""
+    if args.backend == "hopper":
+        from .hopper import launch
+
+        return launch.forward, launch.backward
+    return _forward, _backward
+
+
 def run_forward(args: AttnArgs, q, k, v):
     """(out in q's dtype, lse in the kernels' log2 convention, plan or None for the reference)."""
     if not uses_kernels(q):
@@ -57,7 +67,7 @@ def run_forward(args: AttnArgs, q, k, v):
         return out.to(q.dtype), torch.where(lse == float("-inf"), float("inf"), lse * LOG2E), None
     qc, kc, vc = _kernel_inputs(q, k, v)
     plan = _Plan(args, qc.shape, kc.shape, qc.dtype, qc.device)
-    out, lse = _forward(plan, qc, kc, vc)
+    out, lse = _launchers(args)[0](plan, qc, kc, vc)
     return out.to(q.dtype), lse, plan
 
 
@@ -74,5 +84,5 @@ def run_backward(args: AttnArgs, plan, q, k, v, out, lse, dout, dlse):
         qc, kc, vc, oc, doc = _kernel_inputs(q, k, v, out, dout)
         if plan is None:
             plan = _Plan(args, qc.shape, kc.shape, qc.dtype, qc.device)
-        grads = _backward(plan, qc, kc, vc, oc, lse, doc, dlse_nat)
+        grads = _launchers(args)[1](plan, qc, kc, vc, oc, lse, doc, dlse_nat)
     return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v)))

@@ -12,6 +12,7 @@ import numbers
 
 import torch
 
+from ._attn_backend import call_spec, choose
 from ._attn_plan import AttnArgs
 from ._checks import BLOCKS, DTYPES
 from .masks import check_mode
@@ -141,8 +142,9 @@ def check_segment_ids(segment_ids, B, Sq, Sk, device) -> None:
 
 
 def check_args(q, k, v, layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode,
-               attn_mask, attn_mask_mode, rpe, segment_ids) -> AttnArgs:
-    """Validate one call (raising ValueError) and return its arguments besides q, k, v."""
+               attn_mask, attn_mask_mode, rpe, segment_ids, backend="auto") -> AttnArgs:
+    """Validate one call (raising ValueError) and return its arguments besides q, k, v, with the
+    kernels that will run it (``_attn_backend.choose``)."""
     B, Hq, Hkv, Sq, Sk, D = check_qkv(q, k, v)
     check_layout(layout, block, Hq, Sq, Sk)
     scale = check_scale(sm_scale, D)
@@ -150,5 +152,6 @@ def check_args(q, k, v, layout, block, causal, sm_scale, key_padding_mask, key_p
     check_mask(attn_mask, attn_mask_mode, "attn_mask", (Sq, Sk), q.device)
     check_rpe(rpe, B, Hq, Sq, Sk, q.device)
     check_segment_ids(segment_ids, B, Sq, Sk, q.device)
-    return AttnArgs(layout, block, bool(causal), scale, key_padding_mask, key_padding_mask_mode,
+    args = AttnArgs(layout, block, bool(causal), scale, key_padding_mask, key_padding_mask_mode,
                     attn_mask, attn_mask_mode, rpe, segment_ids)
+    return args._replace(backend=choose(backend, call_spec(q, k, args))[0])

@@ -21,10 +21,12 @@ from ._attn_plan import AttnArgs
 @torch.library.custom_op("sparsecli::blocksparse_attention_fwd", mutates_args=())
 def attention_fwd(q: Tensor, k: Tensor, v: Tensor, layout: Tensor, block: int, causal: bool, sm_scale: float,
                   key_padding_mask: Optional[Tensor], key_padding_mask_mode: str, attn_mask: Optional[Tensor],
-                  attn_mask_mode: str, rpe: Optional[Tensor], segment_ids: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    """(out, lse): lse in the kernels' log2 convention (+inf for a query attending nothing)."""
+                  attn_mask_mode: str, rpe: Optional[Tensor], segment_ids: Optional[Tensor],
+                  backend: str) -> tuple[Tensor, Tensor]:
+    """(out, lse): lse in the kernels' log2 convention (+inf for a query attending nothing).
+    ``backend``: the kernels chosen when the call was traced ("triton" or "hopper")."""
     args = AttnArgs(layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode, attn_mask,
-                    attn_mask_mode, rpe, segment_ids)
+                    attn_mask_mode, rpe, segment_ids, backend)
     out, lse, _ = run_forward(args, q, k, v)
     return out, lse
 
@@ -38,10 +40,11 @@ def _(q, k, v, *args):
 def attention_bwd(dout: Tensor, dlse: Optional[Tensor], q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                   layout: Tensor, block: int, causal: bool, sm_scale: float, key_padding_mask: Optional[Tensor],
                   key_padding_mask_mode: str, attn_mask: Optional[Tensor], attn_mask_mode: str,
-                  rpe: Optional[Tensor], segment_ids: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+                  rpe: Optional[Tensor], segment_ids: Optional[Tensor],
+                  backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv); ``dlse`` is the gradient of the log2 lse output (None: unused)."""
     args = AttnArgs(layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode, attn_mask,
-                    attn_mask_mode, rpe, segment_ids)
+                    attn_mask_mode, rpe, segment_ids, backend)
     return run_backward(args, None, q, k, v, out, lse, dout, dlse)
 
 
@@ -52,19 +55,19 @@ def _(dout, dlse, q, k, v, *args):
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, layout, block, causal, sm_scale, kpm, kpm_mode, am, am_mode, rpe, ids = inputs
+    q, k, v, layout, block, causal, sm_scale, kpm, kpm_mode, am, am_mode, rpe, ids, backend = inputs
     ctx.save_for_backward(q, k, v, output[0], output[1], layout, kpm, am, rpe, ids)
-    ctx.scalars = (block, causal, sm_scale, kpm_mode, am_mode)
+    ctx.scalars = (block, causal, sm_scale, kpm_mode, am_mode, backend)
 
 
 def _backward(ctx, dout, dlse):
     q, k, v, out, lse, layout, kpm, am, rpe, ids = ctx.saved_tensors
-    block, causal, sm_scale, kpm_mode, am_mode = ctx.scalars
+    block, causal, sm_scale, kpm_mode, am_mode, backend = ctx.scalars
     if dout is None:
         dout = torch.zeros_like(out)
     dq, dk, dv = attention_bwd(dout, dlse, q, k, v, out, lse, layout, block, causal, sm_scale, kpm, kpm_mode,
-                               am, am_mode, rpe, ids)
-    return (dq, dk, dv) + (None,) * 10
+                               am, am_mode, rpe, ids, backend)
+    return (dq, dk, dv) + (None,) * 11
 
 
 attention_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -74,4 +77,4 @@ def call(q, k, v, args: AttnArgs):
     """(out, log2 lse) through the custom op (what a compiled graph records)."""
     return attention_fwd(q, k, v, args.layout, args.block, args.causal, args.sm_scale, args.key_padding_mask,
                          args.key_padding_mask_mode, args.attn_mask, args.attn_mask_mode, args.rpe,
-                         args.segment_ids)
+                         args.segment_ids, args.backend)

@@ -98,6 +98,7 @@ class AttnArgs(NamedTuple):
     attn_mask_mode: str = "mul"
     rpe: torch.Tensor | None = None
     segment_ids: torch.Tensor | None = None
+    backend: str = "triton"  # the kernels that run the call: "triton" or "hopper" (_attn_backend)
 
 
 def _prep_mask(mask, mode):
@@ -136,13 +137,19 @@ class _Static:
     kernel arguments; scripts/host_overhead.py measures it)."""
 
     def __init__(self, layout, block, causal, q_shape, kv_shape, dtype, device, kpm_kind, am_kind, has_rpe,
-                 has_ids):
+                 has_ids, backend="triton"):
         self.B, self.H, self.Sq, self.D = q_shape
         self.Hkv, self.Sk = kv_shape[1], kv_shape[2]
         self.group = self.H // self.Hkv
         self.head_dim = tile_head_dim(self.D)
         self.layout, self.block, self.causal, self.device, self.has_ids = layout, block, causal, device, has_ids
-        fwd, dkdv, dq = CONFIG_OVERRIDE or default_configs(block, self.head_dim, dtype, mean_row_keys(layout, block))
+        if backend == "hopper":  # the Hopper kernels' tiles; their launch knobs live with them
+            from .hopper.variants import PLAN_TILES
+
+            fwd, dkdv, dq = (KernelConfig(*PLAN_TILES[w], 4, 1) for w in ("fwd", "dkdv", "dq"))
+        else:
+            fwd, dkdv, dq = CONFIG_OVERRIDE or default_configs(block, self.head_dim, dtype,
+                                                                mean_row_keys(layout, block))
         self.configs = {"fwd": fwd, "dkdv": dkdv, "dq": dq}
         self.meta = dict(HEAD_DIM=self.head_dim, D=self.D, CAUSAL=causal, KPM_MODE=kpm_kind, AM_MODE=am_kind,
                          HAS_RPE=has_rpe, SEGMENTS=has_ids, DOT_PREC=dot_precision(dtype))
@@ -195,7 +202,7 @@ class _Plan:
         ids = args.segment_ids
         self.ids = None if ids is None else (ids if ids.is_contiguous() else ids.contiguous())
         flags = (args.block, args.causal, tuple(q_shape), tuple(kv_shape), dtype, device, kpm_kind, am_kind,
-                 self.rpe is not None, ids is not None)
+                 self.rpe is not None, ids is not None, args.backend)
 
         def build():
             return _Static(args.layout, *flags)

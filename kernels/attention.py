@@ -2,7 +2,8 @@
 
 ``blocksparse_attention`` computes softmax(q k^T * scale + rpe + masks) v on a block layout's
 non-zero blocks only, with an online softmax (no S x S and no nnz x block^2 buffer). CUDA tensors
-run the Triton kernels; CPU tensors run the same kernels under ``TRITON_INTERPRET=1`` (that is how
+run the Triton kernels (on an sm90 GPU the Hopper kernels of ``kernels/hopper/`` where they take
+the call: ``kernels/_attn_backend.py``); CPU tensors run the same kernels under ``TRITON_INTERPRET=1`` (that is how
 CI tests them) and the block-row-walking PyTorch reference (with a row-by-row backward)
 otherwise.
 
@@ -36,9 +37,6 @@ import torch
 from . import _attn_op
 from ._attn_call import natural_lse, run_backward, run_forward
 from ._attn_checks import check_args
-# The launcher lives in _attn_plan.py since issue 11; code written against this module (the
-# Hopper kernels' launcher) still finds its split knobs here.
-from ._attn_plan import MIN_SPLIT_TILES, SPLIT_PROGRAMS_PER_SM, _num_sms  # noqa: F401
 
 
 class _BlockSparseAttention(torch.autograd.Function):
@@ -63,7 +61,7 @@ class _BlockSparseAttention(torch.autograd.Function):
 def blocksparse_attention(q, k, v, layout, block, *, causal=False, sm_scale=None,
                           key_padding_mask=None, key_padding_mask_mode="add",
                           attn_mask=None, attn_mask_mode="mul", rpe=None, segment_ids=None,
-                          return_lse=False):
+                          return_lse=False, backend="auto"):
     """Block-sparse attention of q ``(B, Hq, Sq, D)`` with k, v ``(B, Hkv, Sk, D)`` on ``layout``.
 
     ``layout`` is ``(Hq or 1, ceil(Sq/block), ceil(Sk/block))`` (or 2-D: shared by every head)
@@ -72,9 +70,14 @@ def blocksparse_attention(q, k, v, layout, block, *, causal=False, sm_scale=None
     scores, ``segment_ids`` ``(B, S)`` integers; ``sm_scale`` (any finite real scalar) defaults
     to D ** -0.5. Returns a tensor shaped and typed like ``q``, or ``(out, lse)`` with
     ``return_lse`` (lse ``(B, Hq, Sq)`` float32, natural log). Invalid arguments raise ValueError.
+
+    ``backend``: ``"auto"`` runs the Hopper (Gluon) kernels on an sm90 GPU when they support the
+    call and the portable Triton kernels otherwise (``SPARSECLI_ATTENTION_BACKEND`` replaces
+    ``"auto"``); ``"hopper"`` or ``"triton"`` forces one (ValueError with the reason when the Hopper
+    kernels cannot take the call). ``sparsecli info`` says which path a call takes and why.
     """
     args = check_args(q, k, v, layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode,
-                      attn_mask, attn_mask_mode, rpe, segment_ids)
+                      attn_mask, attn_mask_mode, rpe, segment_ids, backend)
     if torch.compiler.is_compiling():
         # Contiguous operands inside the graph: the compiler lays out the projections once, and
         # the op saves these for the backward (which would otherwise copy them again there).

@@ -4,7 +4,10 @@ Same-run ratios on one GPU. Every case checks our output against Flex (or SDPA f
 layout) on the same inputs before timing. Timing: ``triton.testing.do_bench`` median; memory in
 a separate pass. FLOPs count non-zero blocks only: 4*B*H*nnz*b^2*D forward, backward 2.5x.
 Each case is also replayed from a CUDA graph (``do_bench_cudagraph``: GPU time without host
-overhead, L2 not flushed) for ours, Flex and FLASH alike.
+overhead, L2 not flushed) for ours, Flex and FLASH alike. "ours" is ``blocksparse_attention`` as
+a user calls it (``backend="auto"``: the Hopper kernels on sm90 where they take the case; set
+SPARSECLI_ATTENTION_BACKEND=triton to time the portable kernels alone); the Hopper kernels are
+also timed forced (``backend="hopper"``, ``hopper`` columns) where they take the case.
 
     python scripts/bench_attention.py [--cases SUBSTR ...] [--tune] [--out FILE]
     python scripts/bench_attention.py --issue11 [--out FILE]      # GQA, head dims, decode, compile
@@ -164,6 +167,7 @@ def run_case(c: Case, check=True, warm_only=False):
             row[f"{name}_peak_mib"] = peak_mib(step(fn, q, k, v, dout, c.mode))
     row["ours_over_flex"] = row["ours_ms"] / row["flex_ms"]
     row["ours_over_flash"] = row["ours_ms"] / row["flash_ms"]
+    _time_hopper(row, c, lay, q, k, v, dout, flops, ours if check else None)
     # The same calls replayed from a CUDA graph: GPU time alone. Short calls whose host work
     # (Python, autograd, Triton's launcher) outlasts their GPU work are timed at host speed by
     # do_bench, and that speed differs between machines (perf notes, runs 11-15).
@@ -179,6 +183,28 @@ def run_case(c: Case, check=True, warm_only=False):
     if row["ours_graph_ms"] and row["flash_graph_ms"]:
         row["graph_ours_over_flash"] = row["ours_graph_ms"] / row["flash_graph_ms"]
     return row
+
+
+def _time_hopper(row, c, lay, q, k, v, dout, flops, ours):
+    """The Hopper (Gluon) kernels (``backend="hopper"``) on the same inputs, where they take the
+    case (else the row says why); checked against our Triton path first. The full peer table
+    (Flex FLASH = FA4, FA4 dense, cuDNN) is ``scripts/hopper_check.py``."""
+    try:
+        fn = lambda q, k, v: blocksparse_attention(q, k, v, lay, c.block, backend="hopper")  # noqa: E731
+        with torch.no_grad():
+            got = fn(q, k, v)
+    except TypeError:  # a tree before the dispatch (--ours-only)
+        return
+    except ValueError as e:  # the Hopper kernels do not take this case: the reason
+        row["hopper_error"] = str(e)
+        return
+    if ours is not None:
+        with torch.no_grad():
+            row["hopper_rel_err_vs_ours"] = rel(got, ours(q, k, v))
+    row["hopper_ms"] = triton.testing.do_bench(step(fn, q, k, v, dout, c.mode), warmup=50, rep=200,
+                                               return_mode="median")
+    row["hopper_tflops"] = flops / row["hopper_ms"] / 1e9
+    row["hopper_over_flex"] = row["hopper_ms"] / row["flex_ms"]
 
 
 def _cfgs(*ts, **flags):
@@ -378,7 +404,7 @@ def _dump(path, rows):
 def print_table(rows):
     print(f"{'case':44s} {'ours ms':>8s} {'TF/s':>5s} {'flex ms':>8s} {'TF/s':>5s} {'flash ms':>8s} "
           f"{'/flex':>5s} {'/flash':>6s} {'graph ms o/f':>14s} {'g/flex':>6s} {'g/flash':>7s} "
-          f"{'peakMiB o/f/fl':>16s} target")
+          f"{'peakMiB o/f/fl':>16s} {'hopper ms':>9s} {'/flex':>5s} target")
 
     def opt(v, fmt):
         return format(v, fmt) if v is not None else "n/a"
@@ -390,7 +416,8 @@ def print_table(rows):
         print(f"{r['case_id']:44s} {r['ours_ms']:8.3f} {r['ours_tflops']:5.0f} {r['flex_ms']:8.3f} "
               f"{r['flex_tflops']:5.0f} {r['flash_ms']:8.3f} {r['ours_over_flex']:5.2f} "
               f"{r['ours_over_flash']:6.2f} {graph:>14s} {opt(r.get('graph_ours_over_flex'), '6.2f'):>6s} "
-              f"{opt(r.get('graph_ours_over_flash'), '7.2f'):>7s} {mem:>16s} {r['target']}")
+              f"{opt(r.get('graph_ours_over_flash'), '7.2f'):>7s} {mem:>16s} {opt(r.get('hopper_ms'), '9.3f'):>9s} "
+              f"{opt(r.get('hopper_over_flex'), '5.2f'):>5s} {r['target']}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ CONFIGS = {
     "bigbird": "BigBirdSparsityConfig(16, 16, True)",
     "bslongformer": "BSLongformerSparsityConfig(16, 16, True)",
     "local_sliding_window": "LocalSlidingWindowSparsityConfig(16, 16)",  # has no different_layout_per_head
+    # the newer kinds give every head the same layout (no different_layout_per_head either)
+    "causal_sliding_window": "CausalSlidingWindowSparsityConfig(16, 16, 64)",
+    "streaming": "StreamingSparsityConfig(16, 16, 4, 64)",
+    "dilated": "DilatedSparsityConfig(16, 16, 8, 64)",
+    "document": "DocumentSparsityConfig(16, 16, (1000, 3096, 20000, 7000))",
 }
 ONE = """
 import random, time

@@ -66,6 +66,8 @@ def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
         raise UserError(f"cannot write {path}: directory {parent} does not exist")
     if path.is_dir():
         raise UserError(f"cannot write {path}: is a directory")
+    if path.exists() and not path.is_file():  # os.replace would replace the node itself (think /dev/full as root)
+        raise UserError(f"cannot write {path}: not a regular file; give a file path")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=parent)
         os.close(fd)
@@ -77,13 +79,24 @@ def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
         # mkstemp makes the file 0600; the result gets the mode a plain open() would give.
         os.chmod(tmp, _target_mode(path))
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_in(e)  # torch.save reports a full disk as a RuntimeError around the OSError
+        if cause is not None:
+            raise UserError(f"cannot write {path}: {cause.strerror or cause}") from None
         raise
     return path
+
+
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """``e`` itself, or the exception it was raised from or during, if that is an OSError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

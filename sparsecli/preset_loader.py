@@ -8,14 +8,15 @@ BigBird class default is 1).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from .errors import UserError
-from .kinds import BOOL, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, STR, kinds_using
+from .kinds import BOOL, COMPOSITIONS, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, REQUIRED, STR, kinds_using
+from .sparsity_spec import CompositeSpec, SparsitySpec
 
 PROVIDERS = ("sparse", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked", "flex",
              "flex-flash", "fa4", "naive")
@@ -32,16 +33,6 @@ class ConfigError(UserError):
     def __init__(self, path, key, message):
         self.path, self.key, self.message = str(path), key, message
         super().__init__(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
-
-
-@dataclass(frozen=True)
-class SparsitySpec:
-    mode: str
-    num_heads: int
-    values: dict = field(default_factory=dict)  # every parameter of the mode, defaults filled
-
-    def build(self):
-        return KINDS[self.mode].build(self.num_heads, self.values)
 
 
 @dataclass(frozen=True)
@@ -66,7 +57,7 @@ class Preset:
     description: str
     seq_len: int
     seed: int | None
-    sparsity: SparsitySpec
+    sparsity: SparsitySpec | CompositeSpec
     bench: BenchSpec
 
 
@@ -77,33 +68,82 @@ def bundled_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_preset_text(ref: str) -> tuple[str, str, str]:
-    """Return (name, display path, text) for a file path or a bundled name (with or without .yaml)."""
+def read_preset_bytes(ref: str) -> tuple[str, str, bytes]:
+    """Return (name, display path, raw bytes) for a file path or a bundled name (with or without .yaml)."""
     path = Path(ref).expanduser()
-    if path.is_file():
+    if path.is_dir():
+        raise ConfigError(path, None, "is a directory; give a preset YAML file or a bundled preset name")
+    if path.exists():  # a regular file, or e.g. /dev/null (read: it is empty)
         try:
-            return path.stem, str(path), path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(path, None, f"cannot read the file ({e})") from None
+            return path.stem, str(path), path.read_bytes()
+        except OSError as e:
+            raise ConfigError(path, None, f"cannot read the file ({e.strerror or e})") from None
     name = ref[: -len(".yaml")] if ref.endswith(".yaml") else ref
     if name in bundled_names():
-        text = resources.files("sparsecli.presets").joinpath(name + ".yaml").read_text(encoding="utf-8")
-        return name, f"<bundled>/{name}.yaml", text
+        data = resources.files("sparsecli.presets").joinpath(name + ".yaml").read_bytes()
+        return name, f"<bundled>/{name}.yaml", data
     hint = _did_you_mean(name, bundled_names())
     raise ConfigError(ref, None, f"no such file, and no bundled preset of that name{hint} "
                       f"(bundled: {', '.join(bundled_names())})")
 
 
+def read_preset_text(ref: str) -> tuple[str, str, str]:
+    """Return (name, display path, text); see ``read_preset_bytes``."""
+    name, shown, data = read_preset_bytes(ref)
+    try:
+        return name, shown, data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(shown, None, f"not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+
+
 def load_preset(ref: str) -> Preset:
     name, shown, text = read_preset_text(ref)
     try:
-        data = yaml.safe_load(text)
+        data = _parse_yaml(shown, text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(shown, None, f"not valid YAML{where}: {problem}") from None
     return parse_preset(data, shown, name)
+
+
+# libyaml's loader where PyYAML has it (several times faster: `sparsecli presets` parses every preset).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse_yaml(path, text: str):
+    """``yaml.safe_load``, refusing duplicate keys: one parse to nodes, checked, then constructed."""
+    loader = _SAFE_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(path, node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_duplicate_keys(path, root) -> None:
+    """YAML keeps the last of two equal keys without a word; a preset must not (which one was meant?)."""
+    def walk(node, where):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                here = f"{where}.{name}" if where else str(name)
+                if name is not None and name in seen:
+                    raise ConfigError(path, here, f"appears twice (lines {seen[name] + 1} and "
+                                      f"{key.start_mark.line + 1}); keep one")
+                if name is not None:
+                    seen[name] = key.start_mark.line
+                walk(value, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{where}[{i}]")
+
+    walk(root, "")
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -142,32 +182,76 @@ def _mapping(path, key, value):
     return value
 
 
-def _sparsity(path, data) -> SparsitySpec:
-    data = dict(_mapping(path, "sparsity", data))
+def _sparsity(path, data, key="sparsity", inherited=None) -> SparsitySpec | CompositeSpec:
+    """One sparsity section; ``inherited`` holds a composition's num_heads/block for its parts."""
+    data = dict(_mapping(path, key, data))
+    ops = [op for op in COMPOSITIONS if op in data]
+    if ops:
+        return _composite(path, data, key, ops, inherited or {})
     mode = data.pop("mode", "fixed")  # DeepSpeed's default mode
-    _typed(path, "sparsity.mode", mode, STR, tuple(KINDS))
+    _typed(path, f"{key}.mode", mode, STR, tuple(KINDS))
+    for name, value in (inherited or {}).items():
+        if name in data and data[name] != value:
+            raise ConfigError(path, f"{key}.{name}", f"{data[name]!r} contradicts the {value!r} every part shares; "
+                              "remove it here")
+    given = frozenset(data) - {"num_heads"}
+    data = {**(inherited or {}), **data}
     if "num_heads" not in data:
-        raise ConfigError(path, "sparsity.num_heads", "missing; set it to the model's attention heads per layer")
-    num_heads = _typed(path, "sparsity.num_heads", data.pop("num_heads"), INT)
+        raise ConfigError(path, f"{key}.num_heads", "missing; set it to the model's attention heads per layer")
+    num_heads = _typed(path, f"{key}.num_heads", data.pop("num_heads"), INT)
     kind = KINDS[mode]
-    for key in data:
-        if key not in PARAMS:
-            raise ConfigError(path, f"sparsity.{key}", f"unknown key{_did_you_mean(key, ['mode', 'num_heads', *PARAMS])}")
-        if key not in kind.params:
-            raise ConfigError(path, f"sparsity.{key}", f"does not apply to mode '{mode}' (it is used by "
-                              f"{', '.join(kinds_using(key))}); remove it")
+    for name in data:
+        if name not in PARAMS:
+            raise ConfigError(path, f"{key}.{name}",
+                              f"unknown key{_did_you_mean(name, ['mode', 'num_heads', *COMPOSITIONS, *PARAMS])}")
+        if name not in kind.params:
+            raise ConfigError(path, f"{key}.{name}", f"does not apply to mode '{mode}' (it is used by "
+                              f"{', '.join(kinds_using(name))}); remove it")
     values = {}
     for name in kind.params:
         p = PARAMS[name]
         if name in data:
-            values[name] = _typed(path, f"sparsity.{name}", data[name], p.type, p.choices)
-        elif not (mode == "local_sliding_window" and name == "attention"):  # no JSON mode: class default
-            values[name] = p.json_default
-    spec = SparsitySpec(mode, num_heads, values)
+            values[name] = _typed(path, f"{key}.{name}", data[name], p.type, p.choices)
+        else:
+            default = kind.preset_default(name)
+            if default is REQUIRED:
+                raise ConfigError(path, f"{key}.{name}", f"missing; {mode} needs it ({p.help})")
+            values[name] = default
+    spec = SparsitySpec(mode, num_heads, values, given)
     try:
         spec.build()
     except (ValueError, NotImplementedError) as e:
-        raise ConfigError(path, "sparsity", str(e)) from None
+        raise ConfigError(path, key, str(e)) from None
+    return spec
+
+
+def _composite(path, data, key, ops, inherited) -> CompositeSpec:
+    if len(ops) > 1:
+        raise ConfigError(path, key, "give either union: or intersection:, not both (nest one inside the other)")
+    op = ops[0]
+    allowed = (op, "num_heads", "block")
+    for name in data:
+        if name not in allowed:
+            raise ConfigError(path, f"{key}.{name}", f"a {op} section takes only {', '.join(allowed)}; "
+                              "put the other keys in its parts")
+    shared = dict(inherited)
+    for name in ("num_heads", "block"):
+        if name in data:
+            shared[name] = _typed(path, f"{key}.{name}", data[name], INT)
+    items = data[op]
+    if not isinstance(items, list) or len(items) < 2:
+        raise ConfigError(path, f"{key}.{op}", "expected a list of at least two sparsity sections")
+    parts = tuple(_sparsity(path, item, f"{key}.{op}[{i}]", shared) for i, item in enumerate(items))
+    for name in ("num_heads", "block"):
+        values = [getattr(p, name) for p in parts]
+        if len(set(values)) > 1:
+            raise ConfigError(path, f"{key}.{name}", f"the parts disagree ({', '.join(map(str, values))}); "
+                              f"set {name} once, here, for every part")
+    spec = CompositeSpec(op, parts[0].num_heads, parts)
+    try:
+        spec.build()
+    except (ValueError, NotImplementedError) as e:
+        raise ConfigError(path, key, str(e)) from None
     return spec
 
 
@@ -233,7 +317,7 @@ def parse_preset(data, path: str, name: str = "preset") -> Preset:
     if "sparsity" not in data:
         raise ConfigError(path, "sparsity", "missing; add a 'sparsity:' section with mode and num_heads")
     sparsity = _sparsity(path, data["sparsity"])
-    block = sparsity.values["block"]
+    block = sparsity.block
     seq_len = data.get("seq_len", 4096)
     _positive_int(path, "seq_len", seq_len)
     if seq_len % block:

@@ -14,8 +14,29 @@ from .app import app
 from .console import err_console
 
 
+def _degrade_unencodable_output() -> None:
+    """Under an encoding that lacks our characters (PYTHONIOENCODING=ascii, a C locale), print
+    replacements instead of dying with UnicodeEncodeError halfway through a report."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "·█".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            try:
+                stream.reconfigure(errors="replace")
+            except (AttributeError, ValueError):
+                pass
+
+
 def main() -> None:
     """Entry point: known errors become one line on stderr and exit 1 (2 stays Typer's usage error)."""
+    _degrade_unencodable_output()
+    if sys.argv[1:] in (["--version"], ["-V"]):
+        # Answered before Typer: a root option would make every command parse a parameter, and
+        # Typer >= 0.29 imports pydantic (0.3-0.8 s) for the first parameter it parses.
+        from .. import __version__
+
+        print(f"sparsecli {__version__}")
+        return
     try:
         app()
     except UserError as e:

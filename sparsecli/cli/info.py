@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -12,12 +12,40 @@ from .app import app
 from .console import out_console
 
 
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Calls whose path `sparsecli info` shows (label, CallSpec fields besides the device's capability).
+_EXAMPLES = (
+    ("bf16 D128 block 128 S 8192", dict(dtype="bf16", head_dim=128, block=128, q_len=8192, k_len=8192)),
+    ("fp16 D64 block 128 GQA/causal", dict(dtype="fp16", head_dim=64, block=128, q_len=4096, k_len=4096)),
+    ("bf16 D128 block 64", dict(dtype="bf16", head_dim=128, block=64, q_len=8192, k_len=8192)),
+    ("bf16 D96 block 128", dict(dtype="bf16", head_dim=96, block=128, q_len=8192, k_len=8192)),
+    ("bf16 D128 decode (Sq 1)", dict(dtype="bf16", head_dim=128, block=128, q_len=1, k_len=32768)),
+    ("bf16 D128 + key_padding_mask", dict(dtype="bf16", head_dim=128, block=128, q_len=8192, k_len=8192,
+                                          masks=True)),
+    ("bf16 D128 + segment_ids", dict(dtype="bf16", head_dim=128, block=128, q_len=8192, k_len=8192, segments=True)),
+    ("fp32 D128 block 128", dict(dtype="fp32", head_dim=128, block=128, q_len=8192, k_len=8192)),
+)
+
+
 @app.command()
-def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
-    """Show versions, the GPU, and which attention path runs on each device."""
+def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+         block: Annotated[Optional[int], typer.Option(help="Describe one call: its layout block.")] = None,
+         head_dim: Annotated[int, typer.Option(help="The call's head dim.")] = 128,
+         dtype: Annotated[str, typer.Option(help="The call's dtype: bf16, fp16 or fp32.")] = "bf16",
+         seq: Annotated[int, typer.Option(help="The call's query length Sq.")] = 8192,
+         kv_seq: Annotated[Optional[int], typer.Option(help="The call's key length Sk (default Sq).")] = None,
+         masks: Annotated[bool, typer.Option("--masks", help="The call has a mask or rpe.")] = False,
+         segments: Annotated[bool, typer.Option("--segments", help="The call has segment_ids.")] = False):
+    """Show versions, the GPU, and which attention kernels run which calls here, and why.
+
+    With --block (and the other call options) it names the path of that one call on this
+    machine's GPU instead of the examples.
+    """
     from ..bench.results import capture_env
     from ..kernels._checks import interpreting
 
+    if dtype not in _DTYPES:
+        raise typer.BadParameter(f"must be one of {', '.join(_DTYPES)}, got {dtype!r}", param_hint="--dtype")
     env = capture_env()
     env["transformers"] = _version("transformers")
     env["triton_interpreter"] = interpreting()
@@ -29,6 +57,18 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
         path = ("PyTorch reference (block row by block row, O(S*block) memory); set TRITON_INTERPRET=1 to run "
                 "the kernels")
     env["cpu_path"] = path if not env["gpu"] else "PyTorch reference for CPU tensors"
+    cap = tuple(int(x) for x in str(env["capability"]).split(".")) if env.get("capability") else None  # "9.0"
+    env["hopper_path"] = _hopper_path(cap)
+    env["attention_backend_env"] = _backend_env()
+    if cap is None:
+        env["attention_calls"] = {"every call": "no GPU: CPU tensors run the PyTorch reference (or the Triton "
+                                                "interpreter)"}
+    elif block is not None:
+        call = dict(dtype=dtype, head_dim=head_dim, block=block, q_len=seq, k_len=kv_seq or seq, masks=masks,
+                    segments=segments)
+        env["attention_calls"] = {"this call": _call_path(cap, call)}
+    else:
+        env["attention_calls"] = {label: _call_path(cap, call) for label, call in _EXAMPLES}
     env["benchmark"] = "available" if env["gpu"] else "needs a CUDA GPU"
     if as_json:
         out_console.print_json(json.dumps(env))
@@ -37,11 +77,45 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     t.add_column(style="bold")
     t.add_column()
     for key in ("sparsecli", "git_sha", "python", "torch", "cuda", "cudnn", "triton", "transformers", "gpu",
-                "capability", "gpu_memory_gib", "sm_count", "triton_interpreter", "cpu_path", "benchmark"):
+                "capability", "gpu_memory_gib", "sm_count", "triton_interpreter", "cpu_path", "hopper_path",
+                "attention_backend_env", "benchmark"):
         t.add_row(key, "—" if env.get(key) is None else str(env[key]))
     if env["gpu"]:
         t.add_row("gpu path", path)
+    for label, where in env["attention_calls"].items():
+        t.add_row(f"call: {label}", where)
     out_console.print(t)
+
+
+def _hopper_path(capability) -> str:
+    """Whether the Hopper (Gluon) kernels can run on this GPU, for which calls, and if not, why."""
+    from ..kernels import hopper
+
+    ok, why = hopper.device_support(capability)
+    if not ok:
+        return f"not available: {why}"
+    return f"available for {hopper.CALLS} (blocksparse_attention's backend='auto' takes it for those calls)"
+
+
+def _backend_env() -> str:
+    from ..kernels._attn_backend import ENV, env_choice
+
+    return f"{ENV}={env_choice()}" if env_choice() else f"{ENV} unset (backend='auto' chooses)"
+
+
+def _call_path(capability, call: dict) -> str:
+    """"hopper: why" / "triton: why" for a CUDA call on a GPU of ``capability`` (backend='auto')."""
+    import torch
+
+    from ..kernels._attn_backend import CallSpec, choose
+
+    fields = {k: v for k, v in call.items() if k != "dtype"}
+    spec = CallSpec(capability, getattr(torch, _DTYPES[call["dtype"]]), **fields)
+    try:
+        backend, why = choose("auto", spec)
+    except ValueError as e:  # a bad SPARSECLI_ATTENTION_BACKEND: say so instead of failing
+        return f"error: {e}"
+    return f"{backend}: {why}"
 
 
 def _version(name: str) -> str | None:

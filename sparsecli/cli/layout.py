@@ -1,9 +1,8 @@
-"""``sparsecli layout``: build a layout from a kind (or a preset), report it, draw it, export it."""
+"""``sparsecli layout``: build a layout from a kind, a preset or a file, report it, draw it, export
+it; with ``--vs``, compare two layouts."""
 from __future__ import annotations
 
 import json
-import os
-import random
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,13 +10,14 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UserError
-from ..kinds import KINDS, PARAMS, kinds_using
+from ..kinds import KINDS, PARAMS, defaults_text
 from .app import app
 from .console import err_console, out_console
-from .render import layout_preview, report_table
+from .layout_sources import DEFAULT_HEADS, DEFAULT_SEQ, build, check_unused, plan_file, plan_kind, plan_preset, plan_vs
 
 Mode = Enum("Mode", {m: m for m in KINDS}, type=str)
 Attention = Enum("Attention", {a: a for a in PARAMS["attention"].choices}, type=str)
+SAVE_SUFFIXES = (".pt", ".npy")
 
 
 class Format(str, Enum):
@@ -34,40 +34,53 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
         raise UserError(f"{flag} takes comma-separated integers, e.g. 0,4 — got {text!r}") from None
 
 
-CFG = "Layout parameters (DeepSpeed's arguments)"
+IN = "Input"
+CFG = "Layout parameters (DeepSpeed's arguments, and those of the newer kinds)"
 OUT = "Output"
+
+
+def _cfg(name: str, example: str = "", default: str | None = None):
+    return typer.Option(help=PARAMS[name].help + example, show_default=default or defaults_text(name),
+                        rich_help_panel=CFG)
 
 
 @app.command(no_args_is_help=True)
 def layout(
-    kind: Annotated[Optional[Mode], typer.Argument(help="Layout kind (or give --preset).", show_default=False)] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Bundled preset name or YAML path.")] = None,
-    seq: Annotated[Optional[int], typer.Option("--seq", "-s", help="Sequence length in tokens [default: preset's, else 4096].")] = None,
-    block: Annotated[Optional[int], typer.Option(help="Block size [default: 16, DeepSpeed's].", rich_help_panel=CFG)] = None,
-    heads: Annotated[Optional[int], typer.Option("--heads", "-H", help="Attention heads (num_heads) [default: 16].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random.seed() before make_layout, for the random kinds [default: the preset's seed, else 0].")] = None,
-    different_layout_per_head: Annotated[Optional[bool], typer.Option(help=PARAMS["different_layout_per_head"].help, rich_help_panel=CFG)] = None,
-    num_local_blocks: Annotated[Optional[int], typer.Option(help=PARAMS["num_local_blocks"].help, rich_help_panel=CFG)] = None,
-    num_global_blocks: Annotated[Optional[int], typer.Option(help=PARAMS["num_global_blocks"].help, rich_help_panel=CFG)] = None,
-    attention: Annotated[Optional[Attention], typer.Option(help=PARAMS["attention"].help, rich_help_panel=CFG)] = None,
-    horizontal_global_attention: Annotated[Optional[bool], typer.Option(help=PARAMS["horizontal_global_attention"].help, rich_help_panel=CFG)] = None,
-    num_different_global_patterns: Annotated[Optional[int], typer.Option(help=PARAMS["num_different_global_patterns"].help, rich_help_panel=CFG)] = None,
-    num_random_blocks: Annotated[Optional[int], typer.Option(help=PARAMS["num_random_blocks"].help, rich_help_panel=CFG)] = None,
-    local_window_blocks: Annotated[Optional[str], typer.Option(help=PARAMS["local_window_blocks"].help + ", e.g. 4,8", rich_help_panel=CFG)] = None,
-    global_block_indices: Annotated[Optional[str], typer.Option(help=PARAMS["global_block_indices"].help + ", e.g. 0,8", rich_help_panel=CFG)] = None,
-    global_block_end_indices: Annotated[Optional[str], typer.Option(help=PARAMS["global_block_end_indices"].help + ", e.g. 2,10", rich_help_panel=CFG)] = None,
-    num_sliding_window_blocks: Annotated[Optional[int], typer.Option(help=PARAMS["num_sliding_window_blocks"].help, rich_help_panel=CFG)] = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Write a heatmap PNG.", rich_help_panel=OUT)] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG path for --plot [default: KIND_seqN_bB.png].", rich_help_panel=OUT)] = None,
-    head: Annotated[Optional[int], typer.Option(help="Show only this head.", rich_help_panel=OUT)] = None,
+    kind: Annotated[Optional[Mode], typer.Argument(help="Layout kind (or give --preset or --from).", show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Bundled preset name or YAML path.", show_default="none: give a KIND", rich_help_panel=IN)] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", help="Read the layout from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", show_default="none", rich_help_panel=IN)] = None,
+    vs: Annotated[Optional[str], typer.Option("--vs", help="Compare with B: a KIND (A's seq, heads and block), a preset (NAME.yaml or a path) or a layout file.", show_default="no comparison", rich_help_panel=IN)] = None,
+    seq: Annotated[Optional[int], typer.Option("--seq", "-s", help="Sequence length in tokens.", show_default=f"the preset's, else {DEFAULT_SEQ}", rich_help_panel=IN)] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", "-H", help="Attention heads (num_heads).", show_default=f"the preset's, else {DEFAULT_HEADS}", rich_help_panel=IN)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random.seed() before make_layout, for the random kinds.", show_default="the preset's seed, else 0", rich_help_panel=IN)] = None,
+    block: Annotated[Optional[int], _cfg("block", default="the preset's, else 16")] = None,
+    different_layout_per_head: Annotated[Optional[bool], _cfg("different_layout_per_head")] = None,
+    num_local_blocks: Annotated[Optional[int], _cfg("num_local_blocks")] = None,
+    num_global_blocks: Annotated[Optional[int], _cfg("num_global_blocks")] = None,
+    attention: Annotated[Optional[Attention], _cfg("attention")] = None,
+    horizontal_global_attention: Annotated[Optional[bool], _cfg("horizontal_global_attention")] = None,
+    num_different_global_patterns: Annotated[Optional[int], _cfg("num_different_global_patterns")] = None,
+    num_random_blocks: Annotated[Optional[int], _cfg("num_random_blocks")] = None,
+    local_window_blocks: Annotated[Optional[str], _cfg("local_window_blocks", example=", e.g. 4,8")] = None,
+    global_block_indices: Annotated[Optional[str], _cfg("global_block_indices", example=", e.g. 0,8")] = None,
+    global_block_end_indices: Annotated[Optional[str], _cfg("global_block_end_indices", example=", e.g. 2,10")] = None,
+    num_sliding_window_blocks: Annotated[Optional[int], _cfg("num_sliding_window_blocks")] = None,
+    num_window_blocks: Annotated[Optional[int], _cfg("num_window_blocks")] = None,
+    num_sink_blocks: Annotated[Optional[int], _cfg("num_sink_blocks")] = None,
+    stride: Annotated[Optional[int], _cfg("stride")] = None,
+    document_lengths: Annotated[Optional[str], _cfg("document_lengths", example=", e.g. 1000,3096")] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Write a heatmap PNG (with --vs: of the difference).", show_default="off", rich_help_panel=OUT)] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Path for --plot.", show_default="KIND_seqN_bB.png", rich_help_panel=OUT)] = None,
+    title: Annotated[Optional[str], typer.Option(help="Heatmap title.", show_default="KIND · seq · block · density", rich_help_panel=OUT)] = None,
+    head: Annotated[Optional[int], typer.Option(help="Show only this head.", show_default="every distinct head layout", rich_help_panel=OUT)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.", rich_help_panel=OUT)] = Format.table,
-    save: Annotated[Optional[Path], typer.Option(help="Export the layout tensor (.pt or .npy).", rich_help_panel=OUT)] = None,
+    save: Annotated[Optional[Path], typer.Option(help="Export the layout tensor (.pt or .npy).", show_default="no export", rich_help_panel=OUT)] = None,
 ):
     """Build a block-sparse layout, report its density and cost, and draw it.
 
     Example: [bold]sparsecli layout bigbird --seq 4096 --plot[/]
     """
-    flags = {
+    given = {
         "block": block,
         "different_layout_per_head": different_layout_per_head,
         "num_local_blocks": num_local_blocks,
@@ -80,74 +93,138 @@ def layout(
         "global_block_indices": _ints(global_block_indices, "--global-block-indices"),
         "global_block_end_indices": _ints(global_block_end_indices, "--global-block-end-indices"),
         "num_sliding_window_blocks": num_sliding_window_blocks,
+        "num_window_blocks": num_window_blocks,
+        "num_sink_blocks": num_sink_blocks,
+        "stride": stride,
+        "document_lengths": _ints(document_lengths, "--document-lengths"),
     }
-    mode, num_heads, values, seq, seed = _resolve(kind, preset, heads, seq, seed)
-    for name, value in flags.items():
-        if value is None:
-            continue
-        if name not in KINDS[mode].params:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} does not apply to {mode} layouts (it is used by {', '.join(kinds_using(name))})")
-        values[name] = value
-    if seq <= 0:
-        raise UserError(f"--seq must be a positive number of tokens, got {seq}")
-
-    if head is not None and not 0 <= head < num_heads:
-        raise UserError(f"--head must be in 0..{num_heads - 1}, got {head}")
+    flags = {k: v for k, v in given.items() if v is not None}
+    if sum(x is not None for x in (preset, from_file)) + (kind is not None and preset is None) != 1:
+        raise UserError("give one layout: a KIND (" + ", ".join(KINDS) + "), --preset NAME or --from FILE")
     if output is not None and not plot:
         raise UserError("-o/--output names the PNG written by --plot; add --plot")
-    try:
-        config = KINDS[mode].build(num_heads, values)
-    except (ValueError, NotImplementedError, TypeError) as e:
-        raise UserError(str(e)) from None
-    path = output or Path(f"{mode}_seq{seq}_b{config.block}.png")
+    if title is not None and not plot:
+        raise UserError("--title names the heatmap written by --plot; add --plot")
+    if save is not None and vs is not None:
+        raise UserError("--save exports one layout; drop --vs (or save each side on its own)")
+    if save is not None and save.suffix.lower() not in SAVE_SUFFIXES:
+        raise UserError(f"--save takes a .pt or .npy path, got {save}")
+
+    if from_file is not None:
+        plan_a = plan_file(from_file, heads, seed, flags)
+    elif preset is not None:
+        plan_a = plan_preset(preset, heads, seq, seed, flags)
+        if kind is not None and kind.value != getattr(plan_a.spec, "mode", None):
+            raise UserError(f"KIND {kind.value} contradicts the preset's mode {plan_a.spec.mode}; drop one")
+    else:
+        plan_a = plan_kind(kind.value, heads, seq, seed, flags)
+    plan_b = plan_vs(vs, plan_a, heads, seq, seed, flags) if vs is not None else None
+    check_unused([p for p in (plan_a, plan_b) if p is not None], flags)
     if plot:
-        _check_image_suffix(path)
-    _check_fits_in_memory(num_heads, seq, config.block)
-    try:
-        random.seed(seed)
-        lay = config.make_layout(seq)
-    except (ValueError, NotImplementedError, TypeError) as e:
-        raise UserError(str(e)) from None
-    except (RuntimeError, MemoryError) as e:  # e.g. the allocator refusing a huge layout
-        raise UserError(f"cannot build the layout: {str(e).splitlines()[0]}") from None
+        _check_image_suffix(output or Path("x.png"))
+    from ..output_files import check_no_clobber, check_writable
 
-    from ..analysis import analyze, distinct_heads
+    check_writable(save, "--save")  # before a long build, not after it
+    check_writable(output, "-o")
+    inputs = {"--from": from_file, "--preset": preset if preset and Path(preset).is_file() else None,
+              "--vs": vs if vs and Path(vs).is_file() else None}
+    check_no_clobber({"--save": save, "-o": output}, inputs)
 
-    all_groups = distinct_heads(lay)
-    report = analyze(lay, config.block, mode, getattr(config, "attention", None),
-                     unidirectional=config.unidirectional, groups=all_groups)
-    groups = [(head, [head])] if head is not None else all_groups
+    a = build(plan_a)
+    seq_a = a.layout.shape[-1] * a.block
+    if from_file is not None and seq is not None and seq != seq_a:
+        raise UserError(f"--seq {seq} does not match {from_file}: {a.layout.shape[-1]} blocks of {a.block} "
+                        f"= {seq_a} tokens; drop --seq")
+    if head is not None and not 0 <= head < a.layout.shape[0]:
+        raise UserError(f"--head must be in 0..{a.layout.shape[0] - 1}, got {head}")
+    if plan_b is None:
+        _one(a, plot, output, title, head, fmt, save)
+    else:
+        plan_b.seq_len = seq_a  # B is built at A's sequence length
+        b = build(plan_b, layouts_alive=2)
+        _versus(a, b, plot, output, title, head, fmt)
+
+
+def _one(a, plot, output, title, head, fmt, save):
+    from ..analysis import analyze, analyze_config, distinct_heads
+    from .render import layout_preview
+
+    groups = distinct_heads(a.layout)
+    if a.config is not None:
+        report = analyze_config(a.config, a.layout, groups)
+    else:
+        report = analyze(a.layout, a.block, a.label, groups=groups)
+    shown = [(head, [head])] if head is not None else groups
+    seq = report.seq_len
     written = {}
     if save is not None:
-        written["layout"] = str(_save(lay, save))
+        written["layout"] = str(_save(a.layout, save))
     if plot:
-        title = f"{mode} · seq {seq} · block {config.block} · density {report.density:.2%}"
-        written["plot"] = str(_write(path, lambda p: _plot(lay, groups, title, p)))
+        from ..plot import layout_heatmap
+
+        path = output or Path(f"{_file_label(a)}_seq{seq}_b{a.block}.png")
+        title = title or f"{a.label} · seq {seq} · block {a.block} · density {report.density:.2%}"
+        written["plot"] = str(layout_heatmap(a.layout, shown, title, path))
 
     if fmt is Format.json:
-        doc = {"config": {"mode": mode, **config.to_dict()}, "seed": seed, "report": report.to_dict(), "files": written}
+        doc = {"config": report.config or {"file": str(a.file), "block": a.block}, "seed": a.seed,
+               "sources": a.sources, "report": report.to_dict(), "files": written}
         out_console.print_json(json.dumps(doc))
-    else:
-        out_console.print(report_table(report, config))
-        out_console.print(layout_preview(lay[groups[0][0]], f"head {groups[0][0]}"))
-        for what, path in written.items():
-            err_console.print(f"wrote {what}: [bold]{path}[/]")
+        return
+    from .layout_view import one_report
+
+    out_console.print(one_report(a, report))
+    out_console.print(layout_preview(a.layout[shown[0][0]], f"head {shown[0][0]}"))
+    for what, path in written.items():
+        err_console.print(f"wrote {what}: [bold]{path}[/]", highlight=False)
 
 
-def _resolve(kind, preset, heads, seq, seed):
-    """(mode, num_heads, explicit values, seq, seed) from the KIND argument or a preset."""
-    if preset is not None:
-        from ..preset_loader import load_preset
+def _versus(a, b, plot, output, title, head, fmt):
+    from ..analysis import analyze, analyze_config, distinct_heads
+    from .layout_view import difference, side_by_side
 
-        p = load_preset(preset)
-        if kind is not None and kind.value != p.sparsity.mode:
-            raise UserError(f"KIND {kind.value} contradicts the preset's mode {p.sparsity.mode}; drop one")
-        return (p.sparsity.mode, p.sparsity.num_heads if heads is None else heads, dict(p.sparsity.values),
-                p.seq_len if seq is None else seq, (p.seed or 0) if seed is None else seed)
-    if kind is None:
-        raise UserError("give a layout KIND (" + ", ".join(KINDS) + ") or --preset NAME")
-    return kind.value, 16 if heads is None else heads, {}, 4096 if seq is None else seq, 0 if seed is None else seed
+    if a.layout.shape[1:] != b.layout.shape[1:] or a.block != b.block:
+        raise UserError(f"A has {a.layout.shape[-1]} blocks of {a.block}, B {b.layout.shape[-1]} of {b.block}: "
+                        "compare layouts of one sequence length and block (set --block)")
+    ha, hb = a.layout.shape[0], b.layout.shape[0]
+    if ha != hb:
+        if 1 not in (ha, hb):
+            raise UserError(f"A has {ha} heads and B {hb}: compare layouts of one head count (set --heads)")
+        a.layout, b.layout = (a.layout.expand(hb, -1, -1), b.layout) if ha == 1 else (a.layout, b.layout.expand(ha, -1, -1))
+    reports, group_of = [], []
+    for side in (a, b):
+        groups = distinct_heads(side.layout)
+        reports.append(analyze_config(side.config, side.layout, groups) if side.config is not None
+                       else analyze(side.layout, side.block, side.label, groups=groups))
+        group_of.append({h: first for first, members in groups for h in members})
+    diff = difference(a.layout, b.layout)
+    written = {}
+    if plot:
+        from ..plot import difference_heatmap
+
+        pairs = {}  # heads whose A layout and B layout are both the same: one panel
+        for h in range(a.layout.shape[0]):
+            pairs.setdefault((group_of[0][h], group_of[1][h]), []).append(h)
+        shown = [(head, [head])] if head is not None else [(members[0], members) for members in pairs.values()]
+        seq = reports[0].seq_len
+        path = output or Path(f"{_file_label(a)}_vs_{_file_label(b)}_seq{seq}_b{a.block}.png")
+        title = title or f"{a.label} (A) vs {b.label} (B) · seq {seq} · block {a.block}"
+        written["plot"] = str(difference_heatmap(a.layout, b.layout, shown, ("A", "B"), title, path))
+    if fmt is Format.json:
+        doc = {side: {"config": r.config or {"file": str(s.file), "block": s.block}, "seed": s.seed,
+                      "sources": s.sources, "report": r.to_dict()}
+               for side, s, r in (("a", a, reports[0]), ("b", b, reports[1]))}
+        out_console.print_json(json.dumps({**doc, "difference": diff, "files": written}))
+        return
+    out_console.print(side_by_side(a, reports[0], b, reports[1], diff))
+    for what, path in written.items():
+        err_console.print(f"wrote {what}: [bold]{path}[/]", highlight=False)
+
+
+def _file_label(side) -> str:
+    if side.file is not None:
+        return side.file.stem
+    return getattr(side.config, "kind", side.label)
 
 
 def _check_image_suffix(path: Path) -> None:
@@ -158,44 +235,24 @@ def _check_image_suffix(path: Path) -> None:
         raise UserError(f"cannot write a plot to {path}: use one of {', '.join('.' + k for k in sorted(kinds))}")
 
 
-def _check_fits_in_memory(num_heads: int, seq: int, block: int) -> None:
-    """Refuse up front what would exhaust memory: the int64 layout plus its bool copy in the report."""
-    if block <= 0 or seq % block:
-        return  # make_layout explains these
-    need = num_heads * (seq // block) ** 2 * 9
-    try:
-        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > 0.8 * have:
-        raise UserError(f"a {num_heads}-head layout of {seq // block} blocks a side needs {need / 2**30:.1f} GiB "
-                        f"(this machine has {have / 2**30:.1f}); use a larger --block, fewer --heads or a shorter --seq")
-
-
-def _write(path: Path, writer) -> Path:
-    try:
-        if path.parent and not path.parent.exists():
-            raise OSError(f"directory {path.parent} does not exist")
-        writer(path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
-
-
 def _save(lay, path: Path) -> Path:
-    suffix = path.suffix.lower()
-    if suffix == ".pt":
+    """Through a Python file object: numpy.save("x.NPY") would write x.NPY.npy, and torch.save(name)
+    reports a full disk as a bare C++ iostream error where a file object raises the OSError."""
+    from ..output_files import write_atomic
+
+    if path.suffix.lower() == ".pt":
         import torch
 
-        return _write(path, lambda p: torch.save(lay, p))
-    if suffix == ".npy":
+        def write(f):
+            torch.save(lay, f)
+    else:
         import numpy as np
 
-        return _write(path, lambda p: np.save(p, lay.numpy()))
-    raise UserError(f"--save takes a .pt or .npy path, got {path}")
+        def write(f):
+            np.save(f, lay.numpy())
 
+    def to_file(tmp):
+        with open(tmp, "wb") as f:
+            write(f)
 
-def _plot(lay, groups, title, path):
-    from ..plot import layout_heatmap
-
-    layout_heatmap(lay, groups, title, path)
+    return write_atomic(path, to_file)

@@ -4,13 +4,15 @@ Layouts must equal DeepSpeed's bit for bit, including the random draws: every se
 DeepSpeed's Python slicing semantics (negative indices wrap) and calls ``random.sample`` on the
 global ``random`` module in the same order. Deterministic parts are vectorized per head on a
 ``(nb, nb)`` bool matrix; the int64 ``(H, nb, nb)`` result is written once at the end.
+
+torch is imported inside the functions that build tensors: constructing a config (which is
+where every argument is checked) must stay cheap, because ``sparsecli presets`` validates six
+presets that way and must not pay torch's start-up.
 """
 from __future__ import annotations
 
 import operator
 import random
-
-import torch
 
 ATTENTIONS = ("unidirectional", "bidirectional")
 
@@ -33,6 +35,7 @@ class SparsityConfig:
     """
 
     kind = "abstract"
+    per_head_argument = True  # takes different_layout_per_head (False: every head has the same layout)
 
     def __init__(self, num_heads, block=16, different_layout_per_head=False):
         self.num_heads = _int(num_heads, "num_heads", 1)
@@ -42,6 +45,8 @@ class SparsityConfig:
 
     # -- DeepSpeed's public helpers -------------------------------------------------------
     def setup_layout(self, seq_len):
+        import torch
+
         nb = self.num_blocks(seq_len)
         return torch.zeros((self.num_heads, nb, nb), dtype=torch.int64)
 
@@ -52,10 +57,22 @@ class SparsityConfig:
 
     def make_layout(self, seq_len):
         raise NotImplementedError(
-            "SparsityConfig is abstract and has no layout: use DenseSparsityConfig, FixedSparsityConfig, "
-            "VariableSparsityConfig, BigBirdSparsityConfig, BSLongformerSparsityConfig or "
-            "LocalSlidingWindowSparsityConfig"
+            "SparsityConfig is abstract and has no layout: use one of its concrete kinds, e.g. "
+            "FixedSparsityConfig, BigBirdSparsityConfig or StreamingSparsityConfig (sparsecli.layouts lists them)"
         )
+
+    @property
+    def label(self) -> str:
+        """The name reports and titles use (a composite names its parts)."""
+        return self.kind
+
+    def layout_notes(self, seq_len) -> list[str]:
+        """What a report should add about this configuration at ``seq_len`` (e.g. ignored indices)."""
+        return []
+
+    def report_figures(self, seq_len) -> dict:
+        """Extra figures for the report (``LayoutReport`` fields) that only the configuration knows."""
+        return {}
 
     @property
     def unidirectional(self) -> bool:
@@ -85,7 +102,8 @@ class SparsityConfig:
 
     def to_dict(self) -> dict:
         """Constructor arguments, as DeepSpeed names them (for reports and presets)."""
-        return {k: v for k, v in vars(self).items() if k != "num_layout_heads"}
+        hidden = {"num_layout_heads"} | (set() if self.per_head_argument else {"different_layout_per_head"})
+        return {k: v for k, v in vars(self).items() if k not in hidden}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
@@ -98,6 +116,8 @@ def layout_buffer(shape) -> torch.Tensor:
     """An uninitialized int64 tensor for the result. Writing a 2 GiB layout (16 heads at 65k
     tokens) is dominated by first-touch page faults; plain 4 KiB pages (torch's allocator) gave the
     steadiest times here, where NumPy's huge-page advice stalled for seconds on memory compaction."""
+    import torch
+
     return torch.empty(shape, dtype=torch.int64)
 
 
@@ -144,6 +164,8 @@ def check_fits(count: int, nb: int, what: str, param: str) -> None:
 
 def band(nb: int, before: int, after: int) -> torch.Tensor:
     """Bool (nb, nb): row r keeps columns [r - before, r + after] (empty where the range is)."""
+    import torch
+
     idx = torch.arange(nb, dtype=torch.int32)
     d = idx[None, :] - idx[:, None]
     return (d >= -before) & (d <= after)
@@ -151,6 +173,8 @@ def band(nb: int, before: int, after: int) -> torch.Tensor:
 
 def random_blocks(m: torch.Tensor, k: int, causal: bool) -> None:
     """OR in ``k`` random columns per row, drawn exactly as DeepSpeed draws them."""
+    import torch
+
     nb = m.shape[0]
     sample = random.sample
     cols: list[int] = []
@@ -166,36 +190,47 @@ def random_blocks(m: torch.Tensor, k: int, causal: bool) -> None:
         m[rows, torch.tensor(cols, dtype=torch.int64)] = True
 
 
-def fill_window(m: torch.Tensor, start: int, end: int, causal: bool) -> None:
-    """DeepSpeed's local-window double loop over ``range(start, end)`` for rows and columns.
+def fill_window(m, start: int, end: int, causal: bool) -> None:
+    """DeepSpeed's local-window double loop over ``range(start, end)`` for rows and columns
+    (``0 <= start``: window sizes are never negative)."""
+    import torch
 
-    Negative indices wrap like DeepSpeed's element assignment (only negative window sizes
-    produce them); indices below ``-nb`` crash DeepSpeed and raise here.
-    """
-    nb = m.shape[0]
     if end <= start:
         return
-    if start >= 0:
-        if causal:
-            m[start:end, start:end] |= torch.ones(end - start, end - start, dtype=torch.bool).tril()
-        else:
-            m[start:end, start:end] = True
-        return
-    if start < -nb:
-        raise ValueError(
-            f"local window reaches block index {start}, outside a row of {nb} blocks; "
-            "negative window sizes in local_window_blocks must not move the window start below -num_blocks"
-        )
-    idx = torch.arange(start, end) % nb
-    k = end - start
-    tri = torch.ones(k, k, dtype=torch.bool)
     if causal:
-        tri = tri.tril()
-    r, c = tri.nonzero(as_tuple=True)
-    m[idx[r], idx[c]] = True
+        m[start:end, start:end] |= torch.ones(end - start, end - start, dtype=torch.bool).tril()
+    else:
+        m[start:end, start:end] = True
 
 
-def wrap_index(idx: int, nb: int, param: str) -> int:
-    if idx < -nb:
-        raise ValueError(f"{param} holds {idx}, outside a row of {nb} blocks (negative indices count from the end)")
-    return idx
+def global_slices(starts, ends, nb: int) -> list[tuple[int, int]]:
+    """DeepSpeed's global blocks as Python slice bounds ``(s, e)``: one per index (wrapped when
+    negative) or per ``[start, end)`` range (end clipped to ``nb``). Starts at or past ``nb`` are
+    skipped, as DeepSpeed skips them (a config outlives one sequence length)."""
+    out = []
+    if ends is None:
+        for idx in starts:
+            if idx < nb:
+                if idx < -nb:
+                    raise ValueError(f"global_block_indices holds {idx}, outside a row of {nb} blocks "
+                                     f"(negative indices count from the end); use an index >= -{nb}")
+                idx %= nb
+                out.append((idx, idx + 1))
+    else:
+        out = [(s, min(e, nb)) for s, e in zip(starts, ends) if s < nb]
+    return out
+
+
+def ignored_global_notes(starts, ends, nb: int) -> list[str]:
+    """Say which global indices a layout of ``nb`` blocks ignored (past its last block) or clipped."""
+    notes = []
+    past = [s for s in starts if s >= nb]
+    if past:
+        what = "global_block_indices" if ends is None else "global ranges starting at"
+        notes.append(f"{what} {', '.join(map(str, past))} ignored: past the last block ({nb - 1}), as in DeepSpeed")
+    if ends is not None:
+        clipped = [f"[{s}, {e})" for s, e in zip(starts, ends) if s < nb < e]
+        if clipped:
+            notes.append(f"global ranges {', '.join(clipped)} clipped at block {nb}")
+    return notes
+

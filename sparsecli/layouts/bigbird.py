@@ -1,7 +1,6 @@
 """BigBird: random blocks + a sliding window + the first blocks as global (ITC)."""
 from __future__ import annotations
 
-
 from .base import SparsityConfig, _int, band, check_attention, check_fits, random_blocks
 
 
@@ -9,9 +8,10 @@ class BigBirdSparsityConfig(SparsityConfig):
     """BigBird ITC. The window covers ``num_sliding_window_blocks // 2`` blocks each side (an even
     count behaves like the next odd one, as in DeepSpeed). Unidirectional keeps the lower triangle.
 
-    Difference from DeepSpeed: unidirectional with ``num_random_blocks >= 2`` cannot sample row 0
+    Differences from DeepSpeed: unidirectional with ``num_random_blocks >= 2`` cannot sample row 0
     (its causal population is one block); DeepSpeed crashes in ``random.sample``, this raises a
-    ValueError at construction.
+    ValueError at construction. Negative window or global counts are ValueErrors (DeepSpeed slices
+    with them: ``num_global_blocks=-2`` made the layout dense).
     """
 
     kind = "bigbird"
@@ -28,8 +28,9 @@ class BigBirdSparsityConfig(SparsityConfig):
     ):
         super().__init__(num_heads, block, different_layout_per_head)
         self.num_random_blocks = _int(num_random_blocks, "num_random_blocks", 0)
-        self.num_sliding_window_blocks = _int(num_sliding_window_blocks, "num_sliding_window_blocks")
-        self.num_global_blocks = _int(num_global_blocks, "num_global_blocks")
+        # Negative sizes are errors (DeepSpeed built a dense or window-less layout from them).
+        self.num_sliding_window_blocks = _int(num_sliding_window_blocks, "num_sliding_window_blocks", 0)
+        self.num_global_blocks = _int(num_global_blocks, "num_global_blocks", 0)
         self.attention = check_attention(attention)
         if attention == "unidirectional" and self.num_random_blocks > 1:
             raise ValueError(

@@ -1,8 +1,6 @@
 """Dense: every block present (DeepSpeed keeps it for comparison)."""
 from __future__ import annotations
 
-import torch
-
 from .base import SparsityConfig
 
 
@@ -15,5 +13,7 @@ class DenseSparsityConfig(SparsityConfig):
         super().__init__(num_heads, block, different_layout_per_head)
 
     def make_layout(self, seq_len):
+        import torch
+
         nb = self.num_blocks(seq_len)
         return torch.ones((self.num_heads, nb, nb), dtype=torch.int64)

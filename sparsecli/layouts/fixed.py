@@ -1,8 +1,6 @@
 """Fixed: the Sparse Transformer "fixed" pattern (local windows + global summary blocks)."""
 from __future__ import annotations
 
-import torch
-
 from .base import SparsityConfig, _int, check_attention, check_horizontal
 
 
@@ -56,7 +54,9 @@ class FixedSparsityConfig(SparsityConfig):
             )
         self.num_different_global_patterns = patterns
 
-    def _head(self, nb: int, pattern: int) -> torch.Tensor:
+    def _head(self, nb: int, pattern: int):
+        import torch
+
         nl, ng = self.num_local_blocks, self.num_global_blocks
         uni = self.attention == "unidirectional"
         idx = torch.arange(nb)
@@ -87,7 +87,7 @@ class FixedSparsityConfig(SparsityConfig):
 
     def make_layout(self, seq_len):
         nb = self.num_blocks(seq_len)
-        patterns: dict[int, torch.Tensor] = {}
+        patterns = {}
 
         def head(h):
             p = h % self.num_different_global_patterns

@@ -1,7 +1,7 @@
 """BSLongformer: block-sparse Longformer (sliding window + global blocks in both directions)."""
 from __future__ import annotations
 
-from .base import SparsityConfig, _int, band, check_fits, check_global_ranges, wrap_index
+from .base import SparsityConfig, _int, band, check_fits, check_global_ranges, global_slices, ignored_global_notes
 
 
 class BSLongformerSparsityConfig(SparsityConfig):
@@ -23,7 +23,7 @@ class BSLongformerSparsityConfig(SparsityConfig):
         attention="bidirectional",
     ):
         super().__init__(num_heads, block, different_layout_per_head)
-        self.num_sliding_window_blocks = _int(num_sliding_window_blocks, "num_sliding_window_blocks")
+        self.num_sliding_window_blocks = _int(num_sliding_window_blocks, "num_sliding_window_blocks", 0)
         self.global_block_indices = global_block_indices
         self.attention = attention
         check_global_ranges(global_block_indices, global_block_end_indices)
@@ -34,18 +34,12 @@ class BSLongformerSparsityConfig(SparsityConfig):
         check_fits(self.num_sliding_window_blocks, nb, "sliding window", "num_sliding_window_blocks")
         w = self.num_sliding_window_blocks // 2
         m = band(nb, w, w)
-        if self.global_block_end_indices is None:
-            for idx in self.global_block_indices:
-                if idx < nb:
-                    idx = wrap_index(idx, nb, "global_block_indices")
-                    m[idx, :] = True
-                    m[:, idx] = True
-        else:
-            for s, e in zip(self.global_block_indices, self.global_block_end_indices):
-                if s < nb:
-                    e = min(e, nb)
-                    m[s:e, :] = True
-                    m[:, s:e] = True
+        for s, e in global_slices(self.global_block_indices, self.global_block_end_indices, nb):
+            m[s:e, :] = True
+            m[:, s:e] = True
         if self.attention == "unidirectional":
             m = m.tril()
         return self._assemble(nb, lambda h: m)
+
+    def layout_notes(self, seq_len) -> list[str]:
+        return ignored_global_notes(self.global_block_indices, self.global_block_end_indices, self.num_blocks(seq_len))

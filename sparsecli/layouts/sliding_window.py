@@ -11,10 +11,11 @@ class LocalSlidingWindowSparsityConfig(SparsityConfig):
     """
 
     kind = "local_sliding_window"
+    per_head_argument = False
 
     def __init__(self, num_heads, block=16, num_sliding_window_blocks=3, attention="unidirectional"):
         super().__init__(num_heads, block)
-        self.num_sliding_window_blocks = _int(num_sliding_window_blocks, "num_sliding_window_blocks")
+        self.num_sliding_window_blocks = _int(num_sliding_window_blocks, "num_sliding_window_blocks", 0)
         self.attention = attention
 
     def make_layout(self, seq_len):
@@ -27,8 +28,3 @@ class LocalSlidingWindowSparsityConfig(SparsityConfig):
     @property
     def unidirectional(self) -> bool:
         return self.attention != "bidirectional"  # DeepSpeed: any other string is unidirectional
-
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d.pop("different_layout_per_head")  # not an argument of this class
-        return d

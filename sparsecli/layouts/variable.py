@@ -1,8 +1,6 @@
 """Variable: Fixed extended with random blocks, a list of local window sizes and chosen global blocks."""
 from __future__ import annotations
 
-import torch
-
 from .base import (
     SparsityConfig,
     _int,
@@ -11,8 +9,9 @@ from .base import (
     check_global_ranges,
     check_horizontal,
     fill_window,
+    global_slices,
+    ignored_global_notes,
     random_blocks,
-    wrap_index,
 )
 
 
@@ -22,6 +21,9 @@ class VariableSparsityConfig(SparsityConfig):
     Quirks kept from DeepSpeed: random blocks are drawn from the whole row even when
     unidirectional (future blocks); multi-block global ranges leak the future like Fixed; global
     blocks attend to everything only with ``horizontal_global_attention``.
+
+    Difference: negative window sizes are ValueErrors (DeepSpeed's slices made them windows that
+    wrap around or vanish).
     """
 
     kind = "variable"
@@ -42,6 +44,8 @@ class VariableSparsityConfig(SparsityConfig):
         self.num_random_blocks = _int(num_random_blocks, "num_random_blocks", 0)
         if len(local_window_blocks) == 0:  # DeepSpeed crashes (UnboundLocalError) in make_layout
             raise ValueError("local_window_blocks must list at least one window size, e.g. [4]")
+        for w in local_window_blocks:
+            _int(w, "each entry of local_window_blocks", 0)
         self.local_window_blocks = local_window_blocks
         self.global_block_indices = global_block_indices
         check_global_ranges(global_block_indices, global_block_end_indices)
@@ -50,7 +54,9 @@ class VariableSparsityConfig(SparsityConfig):
         check_horizontal(attention, horizontal_global_attention)
         self.horizontal_global_attention = horizontal_global_attention
 
-    def _local(self, m: torch.Tensor, uni: bool) -> None:
+    def _local(self, m, uni: bool) -> None:
+        import torch
+
         nb = m.shape[0]
         start = end = 0
         for w in self.local_window_blocks:
@@ -60,11 +66,8 @@ class VariableSparsityConfig(SparsityConfig):
         last = self.local_window_blocks[-1]
         if last == 0:
             raise ValueError("the last entry of local_window_blocks is repeated to tile the rest of the row; it must not be 0")
-        if last < 0 or start >= nb:
+        if start >= nb:
             return
-        while start < 0:  # windows reaching below 0 wrap, like DeepSpeed's element writes
-            fill_window(m, start, min(start + last, nb), uni)
-            start += last
         idx = torch.arange(nb)
         tail = idx >= start
         window = torch.where(tail, (idx - start) // last, -1)
@@ -73,28 +76,18 @@ class VariableSparsityConfig(SparsityConfig):
             same &= idx[None, :] <= idx[:, None]
         m |= same
 
-    def _global(self, m: torch.Tensor, uni: bool) -> None:
-        nb = m.shape[0]
-        horizontal = self.horizontal_global_attention
-        if self.global_block_end_indices is None:
-            for idx in self.global_block_indices:
-                if idx < nb:
-                    idx = wrap_index(idx, nb, "global_block_indices")
-                    if horizontal:
-                        m[idx, :] = True
-                    m[(idx if uni else 0):, idx] = True
-        else:
-            for s, e in zip(self.global_block_indices, self.global_block_end_indices):
-                if s < nb:
-                    e = min(e, nb)
-                    if horizontal:
-                        m[s:e, :] = True
-                    m[(s if uni else 0):, s:e] = True
+    def _global(self, m, uni: bool) -> None:
+        for s, e in global_slices(self.global_block_indices, self.global_block_end_indices, m.shape[0]):
+            if self.horizontal_global_attention:
+                m[s:e, :] = True
+            m[(s if uni else 0):, s:e] = True
 
     def make_layout(self, seq_len):
         nb = self.num_blocks(seq_len)
         uni = self.attention == "unidirectional"
         check_fits(self.num_random_blocks, nb, "random", "num_random_blocks")
+        import torch
+
         fixed = torch.zeros(nb, nb, dtype=torch.bool)
         self._local(fixed, uni)
         self._global(fixed, uni)
@@ -105,3 +98,6 @@ class VariableSparsityConfig(SparsityConfig):
             return m
 
         return self._assemble(nb, head)
+
+    def layout_notes(self, seq_len) -> list[str]:
+        return ignored_global_notes(self.global_block_indices, self.global_block_end_indices, self.num_blocks(seq_len))

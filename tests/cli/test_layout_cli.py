@@ -74,7 +74,7 @@ def test_presets_list_and_show():
         (["layout", "bigbird", "--seq", "256", "--num-random-blocks", "40"], "random blocks", 1),
         (["layout", "bigbird", "--num-local-blocks", "4"], "does not apply", 1),
         (["layout", "--preset", "nope"], "no such file", 1),
-        (["layout", "bigbird", "--plot", "-o", "/nonexistent/dir/x.png"], "cannot write", 1),
+        (["layout", "bigbird", "--plot", "-o", "/nonexistent/dir/x.png"], "directory /nonexistent/dir does not exist", 1),
         (["layout", "bigbird", "--save", "x.csv"], ".pt or .npy", 1),
         (["layout", "variable", "--local-window-blocks", "4,x"], "comma-separated", 1),
         (["presets", "show", "nope"], "no such file", 1),

@@ -31,8 +31,8 @@ def _random_config(rng):
         return FixedSparsityConfig(H, block, dlph, nl, ng, att, horiz, pats)
     if kind == "variable":
         windows = [rng.randint(1, 5) for _ in range(rng.randint(1, 3))]
-        if rng.random() < 0.2:
-            windows.insert(rng.randint(0, len(windows) - 1), rng.choice([0, -1, -2]))
+        if rng.random() < 0.2:  # an empty window mid-list (negative sizes are ValueErrors)
+            windows.insert(rng.randint(0, len(windows) - 1), 0)
         starts = sorted(rng.sample(range(-3, 12), rng.randint(1, 3)))
         ends = [s + rng.randint(1, 3) for s in starts] if rng.random() < 0.5 else None
         horiz = att == "bidirectional" and rng.random() < 0.5
@@ -89,6 +89,32 @@ def test_abstract_base_raises_not_implemented():
 def test_deepspeed_crashes_become_value_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [  # DeepSpeed sliced with these: a dense BigBird, no window, windows that wrap or vanish
+        (lambda: BigBirdSparsityConfig(2, num_global_blocks=-2), "num_global_blocks must be >= 0, got -2"),
+        (lambda: BigBirdSparsityConfig(2, num_sliding_window_blocks=-3), "num_sliding_window_blocks must be >= 0"),
+        (lambda: BSLongformerSparsityConfig(2, num_sliding_window_blocks=-1), "num_sliding_window_blocks must be >= 0"),
+        (lambda: LocalSlidingWindowSparsityConfig(2, num_sliding_window_blocks=-5), "num_sliding_window_blocks"),
+        (lambda: VariableSparsityConfig(2, local_window_blocks=[4, -4]), "local_window_blocks must be >= 0, got -4"),
+        (lambda: VariableSparsityConfig(2, local_window_blocks=[-4]), "local_window_blocks must be >= 0, got -4"),
+    ],
+)
+def test_negative_counts_are_value_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("cls", [BSLongformerSparsityConfig, VariableSparsityConfig])
+def test_ignored_global_indices_are_named(cls):
+    config = cls(2, 16, global_block_indices=[0, 7, 40, 9])
+    notes = config.layout_notes(128)  # 8 blocks: 40 and 9 lie past the last one, as DeepSpeed ignores them
+    assert len(notes) == 1 and "40, 9 ignored" in notes[0] and "(7)" in notes[0]
+    assert cls(2, 16, global_block_indices=[0, 7]).layout_notes(128) == []
+    ranges = cls(2, 16, global_block_indices=[2, 9], global_block_end_indices=[12, 10]).layout_notes(128)
+    assert any("9 ignored" in n for n in ranges) and any("[2, 12) clipped at block 8" in n for n in ranges)
 
 
 def test_layout_dtype_shape_and_head_copy():
