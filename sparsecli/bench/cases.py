@@ -132,7 +132,7 @@ def expand(presets: list[Preset], overrides: Overrides | None = None) -> Plan:
     plan = Plan(list(presets))
     for p in presets:
         b = p.bench
-        block = p.sparsity.values["block"]
+        block = p.sparsity.block
         seqs = o.seq_lens or b.seq_lens
         for s in seqs:
             if s % block:
@@ -202,15 +202,37 @@ class LayoutFigures:
 def layout_figures(layout, block: int, causal: bool) -> LayoutFigures:
     import torch
 
-    # count_nonzero: a bool tensor's .sum() would first copy it to int64 (8 bytes a block).
+    # count_nonzero (a bool tensor's .sum() would copy it to int64) and one head at a time: the
+    # temporaries stay within layout_memory's per-head allowance.
     H, nb, _ = layout.shape
     nnz = int(torch.count_nonzero(layout))
     pairs = nnz * block * block
     if causal:
-        upper = int(torch.count_nonzero(torch.triu(layout != 0, diagonal=1)))
+        upper = sum(int(torch.count_nonzero(torch.triu(head != 0, diagonal=1))) for head in layout)
         diag = int(torch.count_nonzero(torch.diagonal(layout, dim1=1, dim2=2)))
         pairs -= upper * block * block + diag * block * (block - 1) // 2
     return LayoutFigures(block, nnz, nnz / (H * nb * nb), pairs)
+
+
+def check_layouts_fit(plan: Plan, seq_overridden: bool) -> None:
+    """Refuse up front a sweep whose layouts cannot be built in this machine's memory (a long
+    --seq asks for terabytes; the allocator would fail deep in make_layout, or the OOM killer
+    end the process). Shapes are built one at a time: the largest one must fit."""
+    from ..layout_memory import FIT_FRACTION, available_bytes, layout_peak_bytes
+
+    have = available_bytes()
+    if have is None:
+        return
+    for shape in shapes(plan):
+        block = preset_of(plan, shape).sparsity.block
+        need = layout_peak_bytes(shape.heads, shape.seq_len, block)
+        if need > FIT_FRACTION * have:
+            nb = shape.seq_len // block
+            what = f"--seq {shape.seq_len}" if seq_overridden else f"{shape.preset}: seq_len {shape.seq_len}"
+            raise UserError(
+                f"{what}: the {shape.preset} layout ({shape.heads} heads x {nb:,}x{nb:,} blocks of {block}) "
+                f"needs about {need / 2**30:,.1f} GiB to build and {have / 2**30:,.1f} GiB is available; "
+                "use a shorter --seq or a preset with a larger block")
 
 
 def flops(case: Case, figures: LayoutFigures) -> tuple[float, float]:

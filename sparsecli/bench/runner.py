@@ -101,7 +101,7 @@ class Runner:
         fig, rows = None, {}
         try:
             layout = build_layout(preset, shape.seq_len)
-            fig = layout_figures(layout, preset.sparsity.values["block"], shape.causal)
+            fig = layout_figures(layout, preset.sparsity.block, shape.causal)
             rows = {c: base_row(c, fig, sha) for c in cases}
             x = _Inputs(shape, self.opts, needs_grad=any(c.pass_ != "fwd" for c in cases))
             layout = layout.to(self.opts.device)

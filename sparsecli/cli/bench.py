@@ -151,8 +151,7 @@ def _check_plot_format(plot: Path) -> None:
 
 
 def _plan(preset, seq, dtype, pass_, providers, batch, head_dim, warmup_ms, rep_ms, check) -> Sweep:
-    from ..bench.cases import Overrides, expand
-    from ..bench.host_memory import check_layouts_fit
+    from ..bench.cases import Overrides, check_layouts_fit, expand
     from ..preset_loader import load_preset
 
     if not preset:
@@ -239,7 +238,7 @@ def _dry_run(plan, fmt, output):
     figures = {}
     for s in shapes(plan):
         p = preset_of(plan, s)
-        figures[s] = layout_figures(build_layout(p, s.seq_len), p.sparsity.values["block"], s.causal)
+        figures[s] = layout_figures(build_layout(p, s.seq_len), p.sparsity.block, s.causal)
     rows = [{"case_id": c.case_id, "group_id": c.group_id, "preset": c.shape.preset, "provider": c.provider,
              "pass": c.pass_, "dtype": c.shape.dtype, "seq_len": c.shape.seq_len, "batch": c.shape.batch,
              "heads": c.shape.heads, "head_dim": c.shape.head_dim, "block": figures[c.shape].block,

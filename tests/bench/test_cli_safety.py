@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sparsecli.output_files import write_text_atomic
-from sparsecli.bench import host_memory
+from sparsecli import layout_memory
 from sparsecli.bench import results as res
 from sparsecli.bench.compare import make_baseline
 from sparsecli.cli import app
@@ -80,10 +80,10 @@ def test_outputs_never_overwrite_inputs_or_each_other(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize("seq", ["1000000000", "1048576"])
 def test_sweeps_whose_layouts_cannot_fit_are_refused_before_building(monkeypatch, capsys, seq):
-    monkeypatch.setattr(host_memory, "physical_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr(layout_memory, "available_bytes", lambda: 16 * 2**30)
     code, out, err = via_main(monkeypatch, capsys, ["bench", "--preset", "fixed", "--seq", seq, "--dry-run"])
     assert code == 1 and out == "" and "Traceback" not in err
-    assert f"--seq {seq}: the fixed layout (16 heads x" in err and "this machine has 16.0 GiB" in err
+    assert f"--seq {seq}: the fixed layout (16 heads x" in err and "and 16.0 GiB is available" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -97,7 +97,7 @@ def anon():  # resident anonymous memory: shared-library pages evicted and fault
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
 
 preset = load_preset(sys.argv[1])
-block = preset.sparsity.values["block"]
+block = preset.sparsity.block
 layout_figures(build_layout(preset, 4 * block), block, causal=True)  # imports torch & co. before measuring
 before, peak, done = anon(), [0], threading.Event()
 
@@ -121,7 +121,8 @@ def test_layout_memory_estimate_is_an_honest_upper_bound(preset):
     r = subprocess.run([sys.executable, "-c", MEASURE, preset], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     grew = int(r.stdout)  # peak anonymous RSS during the build above what it was before
-    need = host_memory.layout_bytes(16, 1024 * 64, 64)  # both presets: 16 heads, 1,024 blocks a side
+    # the shared estimator (layout_memory), less its interpreter base: both presets have 16 heads, 1,024 blocks a side
+    need = layout_memory.layout_peak_bytes(16, 1024 * 64, 64) - layout_memory.BASE_BYTES
     assert 0.75 * need < grew <= need
 
 
