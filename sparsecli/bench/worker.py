@@ -1,9 +1,10 @@
 """One GPU's share of a multi-GPU sweep (see devices.py): ``python -m sparsecli.bench.worker``.
 
-Reads a JSON spec on stdin, ``{"presets": [refs], "overrides": {...}, "case_ids": [...],
-"warmup_ms", "rep_ms", "check"}``, rebuilds the plan exactly as the parent did, runs the given
-cases on the one GPU ``CUDA_VISIBLE_DEVICES`` leaves visible, and prints each finished row as
-one JSON line ``{"row": {...}}`` on stdout (flushed, so a crash loses only unfinished rows).
+Reads a JSON spec on stdin, ``{"presets": [refs], "layout": {"path", "block"} or null,
+"overrides": {...}, "case_ids": [...], "warmup_ms", "rep_ms", "check"}``, rebuilds the plan
+exactly as the parent did, runs the given cases on the one GPU ``CUDA_VISIBLE_DEVICES`` leaves
+visible, and prints each finished row as one JSON line ``{"row": {...}}`` on stdout (flushed, so
+a crash loses only unfinished rows).
 """
 from __future__ import annotations
 
@@ -17,9 +18,14 @@ def plan_of(spec: dict) -> Plan:
     """The parent's plan, cut to this worker's case ids."""
     from ..preset_loader import load_preset
 
+    from .file_preset import layout_file_preset
+
     overrides = Overrides(**{k: tuple(v) if isinstance(v, list) else v
                              for k, v in (spec.get("overrides") or {}).items()})
-    plan = expand([load_preset(ref) for ref in spec["presets"]], overrides)
+    presets = [load_preset(ref) for ref in spec["presets"]]
+    if spec.get("layout"):
+        presets.append(layout_file_preset(spec["layout"]["path"], spec["layout"]["block"]))
+    plan = expand(presets, overrides)
     wanted = set(spec["case_ids"])
     plan.cases = [c for c in plan.cases if c.case_id in wanted]
     return plan

@@ -51,9 +51,11 @@ def _items(text: str | None, flag: str, cast=str) -> tuple | None:
 
 @dataclass
 class Sweep:
-    """A planned run: the presets as the user named them (workers reload them) and the plan."""
+    """A planned run: the presets (or layout file) as the user named them, which workers reload,
+    and the plan."""
 
     refs: list
+    layout: dict | None  # {"path", "block"} of a --layout file
     overrides: object  # cases.Overrides
     plan: object  # cases.Plan
     warmup_ms: int
@@ -64,6 +66,8 @@ class Sweep:
 @app.command(no_args_is_help=True)
 def bench(
     preset: Annotated[Optional[List[str]], typer.Option("--preset", "-p", help="Bundled preset name or YAML path; repeat for several.", show_default=False)] = None,
+    layout_file: Annotated[Optional[Path], typer.Option("--layout", help="Benchmark a layout file (.pt, .npy, .npz; (H, nb, nb) or (nb, nb) of 0/1) instead of a preset; give its --block.", show_default=False)] = None,
+    block: Annotated[Optional[int], typer.Option("--block", help="The --layout file's block size (16, 32, 64 or 128).", show_default=False)] = None,
     seq: Annotated[Optional[str], typer.Option("--seq", "-s", help="Sequence lengths, e.g. 4096,16384.", rich_help_panel=SWEEP)] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp16, bf16 and/or fp32, comma-separated.", rich_help_panel=SWEEP)] = None,
     pass_: Annotated[Optional[str], typer.Option("--pass", help="fwd, bwd and/or fwd+bwd, comma-separated.", rich_help_panel=SWEEP)] = None,
@@ -106,12 +110,14 @@ def bench(
 
     sweep = gpus = None
     if from_file is not None:
-        if preset or dry_run or devices:
-            raise UserError("--from renders an existing results file; drop --preset/--dry-run/--devices")
-        _reject_sweep_flags(seq=seq, dtype=dtype, pass_=pass_, providers=providers, batch=batch, head_dim=head_dim)
+        if preset or layout_file or dry_run or devices:
+            raise UserError("--from renders an existing results file; drop --preset/--layout/--dry-run/--devices")
+        _reject_sweep_flags(seq=seq, dtype=dtype, pass_=pass_, providers=providers, batch=batch, head_dim=head_dim,
+                            block=block)
         doc = res.load(from_file)
     else:
-        sweep = _plan(preset, seq, dtype, pass_, providers, batch, head_dim, warmup_ms, rep_ms, check)
+        sweep = _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_dim,
+                      warmup_ms, rep_ms, check)
         if dry_run:
             _dry_run(sweep.plan, fmt, output)
             return
@@ -150,18 +156,30 @@ def _check_plot_format(plot: Path) -> None:
                         f"{', '.join('.' + s for s in sorted(supported))}")
 
 
-def _plan(preset, seq, dtype, pass_, providers, batch, head_dim, warmup_ms, rep_ms, check) -> Sweep:
+def _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_dim, warmup_ms, rep_ms,
+          check) -> Sweep:
     from ..bench.cases import Overrides, check_layouts_fit, expand
+    from ..bench.file_preset import check_seq, layout_file_preset
     from ..preset_loader import load_preset
 
-    if not preset:
-        raise UserError("give --preset NAME (bundled) or a YAML path, or --from RESULTS.json")
+    if preset and layout_file is not None:
+        raise UserError("give --preset or --layout, not both (one run, one source of layouts)")
+    if block is not None and layout_file is None:
+        raise UserError("--block is a --layout file's block size; a preset sets its own block")
+    if not preset and layout_file is None:
+        raise UserError("give --preset NAME (bundled) or a YAML path, --layout FILE --block B, or --from RESULTS.json")
     overrides = Overrides(
         seq_lens=_items(seq, "--seq", int), dtypes=_items(dtype, "--dtype"), passes=_items(pass_, "--pass"),
         providers=_items(providers, "--providers"), batch=batch, head_dims=_items(head_dim, "--head-dim", int))
-    plan = expand([load_preset(p) for p in preset], overrides)
+    if layout_file is not None:
+        presets = [layout_file_preset(layout_file, block)]
+        check_seq(presets[0], overrides.seq_lens)
+    else:
+        presets = [load_preset(p) for p in preset]
+    plan = expand(presets, overrides)
     check_layouts_fit(plan, seq_overridden=seq is not None)
-    return Sweep(list(preset), overrides, plan, warmup_ms, rep_ms, check)
+    layout = None if layout_file is None else {"path": str(layout_file), "block": block}
+    return Sweep(list(preset or []), layout, overrides, plan, warmup_ms, rep_ms, check)
 
 
 def _gpus(devices: str | None) -> tuple[list[int] | None, str]:
@@ -201,7 +219,8 @@ def _run(sweep: Sweep, gpus: list[int] | None) -> dict:
             row = base_row(case, None, layout_fingerprint(preset_of(plan, case.shape)))
             return {**row, "status": "failed", "reason": reason}
 
-        spec = {"presets": sweep.refs, "overrides": asdict(sweep.overrides), "warmup_ms": sweep.warmup_ms,
+        spec = {"presets": sweep.refs, "layout": sweep.layout, "overrides": asdict(sweep.overrides),
+                "warmup_ms": sweep.warmup_ms,
                 "rep_ms": sweep.rep_ms, "check": sweep.check}
         rows = _with_progress(len(plan.cases), lambda on_row: run_on_devices(plan, spec, gpus, on_row, failed_row))
         add_speedups(rows)  # workers stream rows before their speedups; groups never span GPUs
