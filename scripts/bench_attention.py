@@ -31,7 +31,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sparsecli import (BigBirdSparsityConfig, BSLongformerSparsityConfig, DenseSparsityConfig,
                        FixedSparsityConfig, LocalSlidingWindowSparsityConfig)
-from sparsecli.bench.flex import flex_attention_call, flex_block_mask
 from sparsecli.kernels import blocksparse_attention
 
 try:  # the launcher (configs, plans); trees before issue 11 kept it in kernels/attention.py
@@ -138,8 +137,11 @@ def run_case(c: Case, check=True, warm_only=False):
                            requires_grad=c.mode == "fwdbwd") for _ in range(3))
     dout = torch.randn_like(q)
     ours = lambda q, k, v: blocksparse_attention(q, k, v, lay, c.block)  # noqa: E731
-    bm = flex_block_mask(lay, c.block, c.S)
-    flex = lambda q, k, v: flex_attention_call(q, k, v, bm)  # noqa: E731
+    from sparsecli import to_block_mask  # here, not at the top: --ours-only runs on trees without it
+    from sparsecli.bench.flex import flex_attention_call
+
+    bm = to_block_mask(lay, c.block, c.S)
+    flex = lambda q, k, v: flex_attention_call(q, k, v, bm, None, "TRITON")  # noqa: E731
 
     def flash(q, k, v):
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):

@@ -23,6 +23,7 @@ _EXPORTS = {
     "SparseSelfAttention": ".attention",
     "BertSparseSelfAttention": ".bert",
     "SparseAttentionUtils": ".hf",
+    "to_block_mask": ".flex_mask",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -15,8 +15,14 @@ from ..errors import UserError
 from ..preset_loader import DTYPES, HEAD_DIMS, PASSES, PROVIDERS, Preset
 
 # Providers that compute the preset's block-sparse function; the others run full dense attention.
-SPARSE_SEMANTICS = ("sparse", "three-op", "sdpa-masked", "flex", "naive")
+SPARSE_SEMANTICS = ("sparse", "three-op", "sdpa-masked", "flex", "flex-flash", "naive")
 FLASH, FLEX = "sdpa-flash", "flex"
+# What the peers are, for legends and captions: `flex` stays FlexAttention's Triton backend.
+PROVIDER_NOTES = {
+    "flex": "FlexAttention, Triton backend",
+    "flex-flash": "FlexAttention, FLASH backend (FlashAttention-4 kernels)",
+    "fa4": "FlashAttention-4, dense",
+}
 BWD_FLOP_FACTOR = 2.5  # backward = 2.5x forward (two recomputed products + three gradients)
 
 
@@ -87,16 +93,28 @@ def check_choices(values, allowed, flag) -> tuple:
         raise UserError(f"{flag}: unknown value {bad[0]!r}{hint}; use one of {', '.join(map(str, allowed))}")
     if not values:
         raise UserError(f"{flag} must not be empty")
-    return tuple(dict.fromkeys(values))
+    check_no_repeats(values, flag)
+    return tuple(values)
+
+
+def check_no_repeats(values, flag) -> None:
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UserError(f"{flag} lists {twice} twice; give each value once")
 
 
 def validate_overrides(o: Overrides) -> Overrides:
     def ints(vals, flag, allowed=None):
         if vals is None:
             return None
+        if not vals:
+            raise UserError(f"{flag} must not be empty")
         if any(v <= 0 for v in vals):
             raise UserError(f"{flag} takes positive integers, got {','.join(map(str, vals))}")
-        return check_choices(vals, allowed, flag) if allowed else tuple(vals)
+        if allowed:
+            return check_choices(vals, allowed, flag)
+        check_no_repeats(vals, flag)
+        return tuple(vals)
 
     return Overrides(
         seq_lens=ints(o.seq_lens, "--seq"),
@@ -114,7 +132,7 @@ def expand(presets: list[Preset], overrides: Overrides | None = None) -> Plan:
     plan = Plan(list(presets))
     for p in presets:
         b = p.bench
-        block = p.sparsity.values["block"]
+        block = p.sparsity.block
         seqs = o.seq_lens or b.seq_lens
         for s in seqs:
             if s % block:
@@ -127,10 +145,26 @@ def expand(presets: list[Preset], overrides: Overrides | None = None) -> Plan:
                     for pass_ in o.passes or b.passes:
                         for provider in o.providers or b.providers:
                             plan.cases.append(Case(shape, pass_, provider))
-    ids = [c.case_id for c in plan.cases]
-    if len(set(ids)) != len(ids):
-        raise UserError("two presets of the same name in one run would share case ids; rename one file")
+    _check_unique(plan)
     return plan
+
+
+def _check_unique(plan: Plan) -> None:
+    """Case ids are baseline keys: a repeated one would make two rows claim the same entry."""
+    names = [p.name for p in plan.presets]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        paths = sorted({str(p.path) for p in plan.presets if p.name == twice})
+        if len(paths) == 1:
+            raise UserError(f"--preset {twice} is given twice; give it once")
+        raise UserError(f"two presets are named {twice} ({', '.join(paths)}) and would share case ids; "
+                        "rename one file")
+    seen = set()
+    for c in plan.cases:
+        if c.case_id in seen:
+            raise UserError(f"{c.shape.preset}: its bench sweep lists case {c.case_id} twice; "
+                            "remove the repeated value from the preset's bench: section")
+        seen.add(c.case_id)
 
 
 def shapes(plan: Plan) -> list[Shape]:
@@ -166,17 +200,39 @@ class LayoutFigures:
 
 
 def layout_figures(layout, block: int, causal: bool) -> LayoutFigures:
-    lay = layout.bool()
-    H, nb, _ = lay.shape
-    nnz = int(lay.sum())
+    import torch
+
+    # count_nonzero (a bool tensor's .sum() would copy it to int64) and one head at a time: the
+    # temporaries stay within layout_memory's per-head allowance.
+    H, nb, _ = layout.shape
+    nnz = int(torch.count_nonzero(layout))
     pairs = nnz * block * block
     if causal:
-        import torch
-
-        upper = int(torch.triu(lay, diagonal=1).sum())
-        diag = int(torch.diagonal(lay, dim1=1, dim2=2).sum())
+        upper = sum(int(torch.count_nonzero(torch.triu(head != 0, diagonal=1))) for head in layout)
+        diag = int(torch.count_nonzero(torch.diagonal(layout, dim1=1, dim2=2)))
         pairs -= upper * block * block + diag * block * (block - 1) // 2
     return LayoutFigures(block, nnz, nnz / (H * nb * nb), pairs)
+
+
+def check_layouts_fit(plan: Plan, seq_overridden: bool) -> None:
+    """Refuse up front a sweep whose layouts cannot be built in this machine's memory (a long
+    --seq asks for terabytes; the allocator would fail deep in make_layout, or the OOM killer
+    end the process). Shapes are built one at a time: the largest one must fit."""
+    from ..layout_memory import FIT_FRACTION, available_bytes, layout_peak_bytes
+
+    have = available_bytes()
+    if have is None:
+        return
+    for shape in shapes(plan):
+        block = preset_of(plan, shape).sparsity.block
+        need = layout_peak_bytes(shape.heads, shape.seq_len, block)
+        if need > FIT_FRACTION * have:
+            nb = shape.seq_len // block
+            what = f"--seq {shape.seq_len}" if seq_overridden else f"{shape.preset}: seq_len {shape.seq_len}"
+            raise UserError(
+                f"{what}: the {shape.preset} layout ({shape.heads} heads x {nb:,}x{nb:,} blocks of {block}) "
+                f"needs about {need / 2**30:,.1f} GiB to build and {have / 2**30:,.1f} GiB is available; "
+                "use a shorter --seq or a preset with a larger block")
 
 
 def flops(case: Case, figures: LayoutFigures) -> tuple[float, float]:

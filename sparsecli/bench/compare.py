@@ -10,7 +10,8 @@ baseline file sets one, else ``max(floor, NOISE_K * noise)``: ``floor`` is ``--t
 ``noise`` the baseline's half p20-p80 range (relative) of both timings, summed. Changes are rounded to 1e-4,
 far below timing noise, so "a 10% slowdown at 10% tolerance" is decided the same way on every
 machine. A gated case that ran but has no valid time (error, wrong result, flash missing, or
-its layout changed) is *missing*. Regressions, stale entries and missing cases fail the gate.
+its layout changed) is *missing*. Regressions, stale entries and missing cases fail the gate, and
+so does a comparison that compared no case at all (an empty run, or another preset's baseline).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ GATED = ("sparse", "three-op")  # our kernels; the other providers are reference
 NOISE_K = 2.0
 DEFAULT_TOLERANCE = 0.10
 RESOLUTION = 4  # decimals a relative change is rounded to
+COMPARED = ("pass", "regression", "stale")
+FAILING = ("regression", "stale", "missing")
 
 
 @dataclass
@@ -50,12 +53,32 @@ class Report:
         return out
 
     @property
+    def compared(self) -> int:
+        """Cases whose ratio was actually set against the baseline's."""
+        return sum(c.verdict in COMPARED for c in self.cases)
+
+    @property
+    def nothing_compared(self) -> str:
+        """Why the gate compared no case ("" when it compared some): a gate that checked
+        nothing must not pass, or an empty run or a wrong baseline would look green."""
+        if self.compared:
+            return ""
+        if not any(c.verdict != "new" for c in self.cases):
+            return "nothing compared: the baseline has no gated cases (sparse/three-op rows beside an sdpa-flash row)"
+        counts = self.counts
+        if not counts.get("missing"):
+            return (f"nothing compared: none of the baseline's {counts.get('not_run', 0)} gated cases "
+                    "is in this run (another preset or sweep?)")
+        return f"nothing compared: all {counts['missing']} gated cases of this run are missing"
+
+    @property
     def failed(self) -> bool:
-        return any(c.verdict in ("regression", "stale", "missing") for c in self.cases)
+        return bool(self.nothing_compared) or any(c.verdict in FAILING for c in self.cases)
 
     def to_dict(self) -> dict:
         return {"tolerance_floor": self.floor, "noise_k": NOISE_K, "passed": not self.failed,
-                "counts": self.counts, "cases": [asdict(c) for c in self.cases]}
+                "problem": self.nothing_compared or None, "counts": self.counts,
+                "cases": [asdict(c) for c in self.cases]}
 
 
 def _spread(row: dict) -> float:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from .cases import FLASH
+from .cases import FLASH, PROVIDER_NOTES
 
 
 def _series_key(row: dict, multi: dict) -> str:
-    parts = [row["provider"]]
+    note = PROVIDER_NOTES.get(row["provider"])
+    parts = [f"{row['provider']} ({note})" if note else row["provider"]]
     for key, fmt in (("preset", "{}"), ("dtype", "{}"), ("head_dim", "D{}")):
         if multi[key]:
             parts.append(fmt.format(row[key]))
@@ -68,6 +69,16 @@ def results_figure(doc: dict):
 
 
 def save_results_plot(doc: dict, path: str | Path) -> Path:
+    """Write the figure atomically; returns the path written (a name without a suffix gets the
+    default format's, as ``savefig`` would add it)."""
+    from matplotlib import rcParams
+
+    from ..output_files import write_atomic
+
     path = Path(path)
-    results_figure(doc).savefig(path, dpi=110)
-    return path
+    fmt = path.suffix.lower().lstrip(".")
+    if not fmt:
+        fmt = rcParams["savefig.format"]
+        path = path.with_name(f"{path.name}.{fmt}")
+    fig = results_figure(doc)
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))

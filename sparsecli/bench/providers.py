@@ -22,6 +22,26 @@ class Ctx:
     causal: bool
     sm_scale: float
     seq_len: int
+    head_dim: int | None = None
+    dtype: torch.dtype | None = None
+
+
+class Unavailable(Exception):
+    """A provider whose software is missing on this machine; the message is the row's reason."""
+
+
+def flash_attn_4():
+    """``flash_attn.cute`` (flash-attn-4), or Unavailable saying why not."""
+    import importlib
+
+    try:
+        return importlib.import_module("flash_attn.cute")
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] == "flash_attn" or e.name == "flash_attn.cute":
+            raise Unavailable("flash-attn-4 not installed") from None
+        raise Unavailable(f"flash-attn-4 not importable: {e}") from None
+    except ImportError as e:  # installed, but a dependency (CUTLASS DSL, CUDA bindings) is broken
+        raise Unavailable(f"flash-attn-4 not importable: {' '.join(str(e).split())[:160]}") from None
 
 
 Attn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -69,15 +89,42 @@ def _naive(ctx: Ctx) -> Attn:
     return fn
 
 
-def _flex(ctx: Ctx) -> Attn:
-    from . import flex
+def _flex(provider: str):
+    def setup(ctx: Ctx) -> Attn:
+        from ..flex_mask import to_block_mask
+        from . import flex
 
-    # Flex is compiled per shape, as users run it; one preset sweep holds many shapes.
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    torch._dynamo.config.automatic_dynamic_shapes = False
-    block_mask = flex.flex_block_mask(ctx.layout, ctx.block, ctx.seq_len, causal=ctx.causal,
-                                      device=ctx.layout.device)
-    return lambda q, k, v: flex.flex_attention_call(q, k, v, block_mask, sm_scale=ctx.sm_scale)
+        if provider == "flex-flash":
+            flash_attn_4()  # FLASH compiles into FA4's CuTe kernels
+        # Flex is compiled per shape, as users run it; one preset sweep holds many shapes.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        torch._dynamo.config.automatic_dynamic_shapes = False
+        block_mask = to_block_mask(ctx.layout, ctx.block, ctx.seq_len, causal=ctx.causal)
+        backend = flex.BACKENDS[provider]
+        return lambda q, k, v: flex.flex_attention_call(q, k, v, block_mask, ctx.sm_scale, backend)
+
+    return setup
+
+
+FA4_MAX_HEAD_DIM = 256
+
+
+def _fa4(ctx: Ctx) -> Attn:
+    """Dense FlashAttention-4: the fastest dense kernel on Hopper, on (B, S, H, D) views of q, k, v."""
+    cute = flash_attn_4()  # first: "not installed" is the news on a machine without it
+    if ctx.head_dim is not None and ctx.head_dim > FA4_MAX_HEAD_DIM:
+        raise ValueError(f"fa4 takes head dims up to {FA4_MAX_HEAD_DIM}, got {ctx.head_dim}")
+    if ctx.dtype not in (None, torch.float16, torch.bfloat16):
+        raise ValueError(f"fa4 takes fp16 and bf16 inputs, got {str(ctx.dtype).removeprefix('torch.')}")
+
+    def fn(q, k, v):
+        # transpose(1, 2) is a view with unit stride in D: FA4 takes it without a copy.
+        out = cute.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                   softmax_scale=ctx.sm_scale, causal=ctx.causal)
+        out = out[0] if isinstance(out, tuple) else out  # (out, lse) in the 4.0 betas
+        return out.transpose(1, 2)
+
+    return fn
 
 
 def _pinned(backend_name: str):
@@ -103,7 +150,9 @@ SETUPS = {
     "sdpa-cudnn": _pinned("CUDNN_ATTENTION"),
     "sdpa-efficient": _pinned("EFFICIENT_ATTENTION"),
     "sdpa-masked": _sdpa_masked,
-    "flex": _flex,
+    "flex": _flex("flex"),
+    "flex-flash": _flex("flex-flash"),
+    "fa4": _fa4,
     "naive": _naive,
 }
 
@@ -122,6 +171,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     """(status, reason) for a provider's exception: oom / unavailable / unsupported / failed."""
     text = " ".join(str(exc).split())
     first = text[:200]
+    if isinstance(exc, Unavailable):
+        return "unavailable", first
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower():
         return "oom", "out of device memory"
     if isinstance(exc, (ImportError, ModuleNotFoundError)):

@@ -2,7 +2,7 @@
 
 Rows are flat and their keys carry units (``median_ms``, ``peak_mem_mib``, ``tflops_*`` in
 TFLOP/s), so the CSV is the same columns. A baseline is a results file with a ``gate`` section
-(see compare.py). Files are written atomically: a crash never leaves half a baseline.
+(see compare.py). Files are written through ``output_files``: a crash never leaves half a baseline.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..output_files import write_text_atomic
 from ..errors import UserError
 
 SCHEMA_VERSION = 1
@@ -23,35 +22,46 @@ COLUMNS = (
     "case_id", "group_id", "preset", "provider", "pass", "dtype", "seq_len", "batch", "heads",
     "head_dim", "block", "causal", "layout_sha", "nnz_blocks", "density", "status", "reason",
     "median_ms", "p20_ms", "p80_ms", "tflops_nnz", "tflops_dense", "speedup_vs_flash",
-    "speedup_vs_flex", "peak_mem_mib", "max_rel_err", "check", "index_build_ms",
+    "speedup_vs_flex", "peak_mem_mib", "max_rel_err", "check", "index_build_ms", "device",
 )
 STATUSES = ("ok", "wrong", "oom", "unavailable", "unsupported", "failed")
 
 
-def _git_sha() -> str | None:
-    """The checkout's commit (+ "-dirty"), else what CI says it built (a copy without .git)."""
-    here = Path(__file__).resolve().parent
-    fallback = os.environ.get("GITHUB_SHA") or os.environ.get("SPARSECLI_GIT_SHA")
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    # GIT_DIR / GIT_WORK_TREE in the caller's environment would point git at another repository.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=10)
+
+
+def git_sha(package_dir: Path | None = None) -> str | None:
+    """The commit of the source tree this sparsecli runs from (+ "-dirty"), or None.
+
+    Only a checkout that tracks this very package counts (an editable install): a wheel in a
+    virtual environment inside some other repository sits in that repository's tree too, but
+    its files are not tracked there, so that repository's commit is never recorded.
+    """
+    here = (package_dir or Path(__file__).resolve().parents[1]).resolve()
     try:
-        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
+        if _git(["ls-files", "--error-unmatch", "--", "__init__.py"], here).returncode != 0:
+            return None  # not in a repository, or in one that does not track this package
+        sha = _git(["rev-parse", "HEAD"], here)
         if sha.returncode != 0:
-            return fallback
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+            return None
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], here).stdout.strip()
         return sha.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return fallback
+        return None
 
 
-def capture_env() -> dict:
-    """What the numbers depend on: GPU, driver-side versions, library versions, commit."""
+def capture_env(devices: list[int] | None = None) -> dict:
+    """What the numbers depend on: GPU, driver-side versions, library versions, commit.
+    ``devices``: the GPUs a multi-GPU sweep ran on (one model; the first one's properties)."""
     import torch
 
     from .. import __version__
 
     env = {
-        "sparsecli": __version__, "git_sha": _git_sha(), "python": platform.python_version(),
+        "sparsecli": __version__, "git_sha": git_sha(), "python": platform.python_version(),
         "torch": torch.__version__, "cuda": torch.version.cuda, "triton": None,
         "cudnn": None, "gpu": None, "capability": None, "gpu_memory_gib": None, "sm_count": None,
         "host": platform.node(), "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -63,9 +73,11 @@ def capture_env() -> dict:
     except ImportError:
         pass
     if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(torch.cuda.current_device())
+        p = torch.cuda.get_device_properties(devices[0] if devices else torch.cuda.current_device())
         env.update(gpu=p.name, capability=f"{p.major}.{p.minor}", gpu_memory_gib=round(p.total_memory / 2**30, 1),
                    sm_count=p.multi_processor_count, cudnn=torch.backends.cudnn.version())
+    if devices:
+        env["devices"] = list(devices)
     return env
 
 
@@ -86,31 +98,13 @@ def _clean(value):
     return value
 
 
-def to_csv(rows: list[dict]) -> str:
+def to_csv(rows: list[dict], columns=COLUMNS) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})
     return buf.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` via a temporary file and a rename (the one implementation: ``sparsecli.output_files``)."""
-    return write_text_atomic(path, text)
-
-
-def check_writable(path: Path | None, flag: str) -> None:
-    """Fail before a long sweep, not after it, when an output path cannot be written."""
-    if path is None:
-        return
-    parent = Path(path).parent if str(Path(path).parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
-        raise UserError(f"{flag} {path}: not writable")
-    if Path(path).is_dir():
-        raise UserError(f"{flag} {path}: is a directory; give a file name")
 
 
 def load(path: Path) -> dict:

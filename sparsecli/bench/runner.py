@@ -61,7 +61,7 @@ def _pass_callable(fn, pass_: str, x: _Inputs):
     return lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), dout)
 
 
-def _base_row(case: Case, fig: LayoutFigures | None, sha: str) -> dict:
+def base_row(case: Case, fig: LayoutFigures | None, sha: str) -> dict:
     s = case.shape
     return {
         "case_id": case.case_id, "group_id": case.group_id, "preset": s.preset,
@@ -101,12 +101,12 @@ class Runner:
         fig, rows = None, {}
         try:
             layout = build_layout(preset, shape.seq_len)
-            fig = layout_figures(layout, preset.sparsity.values["block"], shape.causal)
-            rows = {c: _base_row(c, fig, sha) for c in cases}
+            fig = layout_figures(layout, preset.sparsity.block, shape.causal)
+            rows = {c: base_row(c, fig, sha) for c in cases}
             x = _Inputs(shape, self.opts, needs_grad=any(c.pass_ != "fwd" for c in cases))
             layout = layout.to(self.opts.device)
         except Exception as e:  # noqa: BLE001 (inputs too large, bad layout: every row says so)
-            rows = rows or {c: _base_row(c, fig, sha) for c in cases}
+            rows = rows or {c: base_row(c, fig, sha) for c in cases}
             status, reason = prov.classify(e)
             for row in rows.values():
                 self._emit(row, status, reason)
@@ -122,7 +122,8 @@ class Runner:
 
     def _provider(self, provider, cases, rows, shape, layout, fig, x, refs):
         ctx_of = lambda: prov.Ctx(layout.clone(), fig.block, shape.causal,  # noqa: E731
-                                  shape.head_dim ** -0.5, shape.seq_len)
+                                  shape.head_dim ** -0.5, shape.seq_len, shape.head_dim,
+                                  TORCH_DTYPES[shape.dtype])
         needs_grad = any(c.pass_ != "fwd" for c in cases)
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -145,7 +146,10 @@ class Runner:
             errors = self._check(provider, fn, shape, layout, fig, x, refs, needs_grad)
         except Exception as e:  # noqa: BLE001
             status, reason = prov.classify(e)
-            hint = next((str(w.message) for w in caught), "") if status == "unavailable" else ""
+            # A backend that is not there often says why in a warning; Unavailable says it itself.
+            hint = ""
+            if status == "unavailable" and not isinstance(e, prov.Unavailable):
+                hint = next((str(w.message) for w in caught), "")
             for c in cases:
                 self._emit(rows[c], status, f"{reason} {hint[:160]}".strip())
             return

@@ -9,7 +9,7 @@ import os
 import sys
 
 from ..errors import UserError
-from . import bench, info, layout, presets  # noqa: F401  (command modules register on `app`)
+from . import bench, compare, info, layout, presets  # noqa: F401  (command modules register on `app`)
 from .app import app
 from .console import err_console
 

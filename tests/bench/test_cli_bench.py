@@ -5,6 +5,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from sparsecli.output_files import write_text_atomic
 from sparsecli.bench import results as res
 from sparsecli.bench.compare import make_baseline
 from sparsecli.cli import app, main
@@ -26,7 +27,7 @@ def via_main(monkeypatch, capsys, args):
 
 
 def write(tmp_path, name, doc):
-    return str(res.write_atomic(tmp_path / name, res.to_json(doc)))
+    return str(write_text_atomic(tmp_path / name, res.to_json(doc)))
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "csv"])

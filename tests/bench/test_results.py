@@ -1,10 +1,9 @@
-"""Results schema: JSON round trip, CSV columns with units, atomic writes, loading errors."""
+"""Results schema: JSON round trip, CSV columns with units, loading errors."""
 import json
-import os
-import stat
 
 import pytest
 
+from sparsecli.output_files import write_text_atomic
 from sparsecli.bench import results as res
 from sparsecli.errors import UserError
 
@@ -14,7 +13,7 @@ from .conftest import results_doc
 def test_json_round_trip_and_schema(tmp_path):
     doc = results_doc({"sparse": 1.0, "sdpa-flash": 2.0, "three-op": "oom"})
     doc["results"][0]["max_rel_err"] = float("inf")  # a NaN-writing kernel: kept as text, still valid JSON
-    path = res.write_atomic(tmp_path / "r.json", res.to_json(doc))
+    path = write_text_atomic(tmp_path / "r.json", res.to_json(doc))
     back = res.load(path)
     assert back["schema_version"] == res.SCHEMA_VERSION
     assert set(back) >= {"schema_version", "env", "config", "results"}
@@ -50,33 +49,6 @@ def test_load_rejects_bad_files(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(UserError, match=match):
         res.load(path)
-
-
-def test_unwritable_paths_fail_early(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
-        res.check_writable(tmp_path / "nope" / "r.json", "-o")
-    with pytest.raises(UserError, match="is a directory"):
-        res.check_writable(tmp_path, "-o")
-    with pytest.raises(UserError, match="does not exist"):
-        res.write_atomic(tmp_path / "nope" / "r.json", "{}")
-    json.loads(res.write_atomic(tmp_path / "ok.json", "{}").read_text())
-
-
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
-def test_atomic_writes_get_umask_mode_or_keep_the_replaced_files(tmp_path):
-    old = os.umask(0o022)
-    try:
-        new = res.write_atomic(tmp_path / "new.json", "{}")
-        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # as open() would make it, not mkstemp's 0600
-        os.umask(0o077)
-        assert stat.S_IMODE(res.write_atomic(tmp_path / "private.json", "{}").stat().st_mode) == 0o600
-        shared = tmp_path / "shared.json"
-        shared.write_text("{}")
-        shared.chmod(0o664)
-        res.write_atomic(shared, '{"a": 1}')  # replacing keeps the existing file's mode
-        assert stat.S_IMODE(shared.stat().st_mode) == 0o664 and json.loads(shared.read_text()) == {"a": 1}
-    finally:
-        os.umask(old)
 
 
 def test_load_checks_every_key_the_table_plot_and_gate_read(tmp_path):

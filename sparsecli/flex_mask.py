@@ -1,0 +1,111 @@
+"""A sparsecli block layout as a FlexAttention ``BlockMask``: ``to_block_mask``.
+
+FlexAttention tiles attention in 128x128 blocks. Each 128-tile is *empty* (skipped), *full*
+(computed without evaluating the mask) or *partial* (computed, masked per token pair by the
+``mask_mod``). A layout of 128-blocks maps tile for tile; a layout of 16/32/64-blocks is
+coarsened: a tile whose sub-blocks are all set is full, one with some set is partial, and the
+``mask_mod`` looks each token pair's block up in the layout. Causal masking makes the diagonal
+tiles partial and empties the tiles above it. The mask therefore visits only tiles the layout
+touches.
+
+The result is what ``create_block_mask(mask_mod, ...)`` would build for the same ``mask_mod``
+(the same tile lists, handed to ``BlockMask.from_kv_blocks`` with the same ``mask_mod``), but it
+is derived from the layout's blocks directly instead of evaluating the mask on all S x S token
+pairs, which at 16 heads x 16,384 tokens would take gigabytes.
+
+The ``mask_mod`` is never trivial, at block 128 too: with torch 2.11 the FLASH backend ignores
+the tile lists of a mask whose ``mask_mod`` is a no-op and computes dense attention
+(pytorch#188322), so ``from_kv_blocks`` without a real ``mask_mod`` is a trap.
+"""
+from __future__ import annotations
+
+import torch
+
+FLEX_BLOCK = 128  # FlexAttention's tile; the FLASH backend needs exactly this
+BLOCKS = (16, 32, 64, 128)
+
+
+def to_block_mask(layout, block: int, seq_len: int | None = None, *, causal: bool = False, device=None):
+    """FlexAttention ``BlockMask`` giving exactly ``layout``'s attention (for any backend).
+
+    ``layout``: ``(H, nb, nb)`` or ``(nb, nb)`` of 0/1 (a tensor or array; 2-D broadcasts over
+    heads), query blocks down, key blocks across. ``block``: its block size, 16, 32, 64 or 128.
+    ``seq_len``: tokens, at most ``nb * block`` (default); a shorter sequence takes the layout's
+    top-left corner. ``causal``: also mask keys after their query inside diagonal blocks, as
+    ``blocksparse_attention(..., causal=True)`` does. ``device``: default the layout's.
+    """
+    lay = _check_layout(layout, block)
+    nb = lay.shape[-1]
+    seq_len = nb * block if seq_len is None else seq_len
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 0 < seq_len <= nb * block:
+        raise ValueError(f"seq_len must be an int in 1..{nb * block} (the layout covers {nb} blocks of "
+                         f"{block} tokens), got {seq_len!r}")
+    lay = lay.to(device if device is not None else lay.device)
+    tiles = -(-seq_len // FLEX_BLOCK)
+    r = FLEX_BLOCK // block
+    table = _padded(lay, -(-seq_len // block), tiles * r)  # (H, tiles*r, tiles*r), zero past seq_len
+    partial, full = _tile_kinds(table, tiles, r, seq_len, causal)
+    kv_num, kv_idx = _ordered(partial)
+    full_num, full_idx = _ordered(full)
+    from torch.nn.attention.flex_attention import BlockMask
+
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=FLEX_BLOCK,
+                                    mask_mod=_lookup_mask_mod(table, block, causal),
+                                    seq_lengths=(seq_len, seq_len))
+
+
+def _check_layout(layout, block) -> torch.Tensor:
+    if isinstance(block, bool) or block not in BLOCKS:
+        raise ValueError(f"block must be the layout's block size, one of {', '.join(map(str, BLOCKS))}; "
+                         f"got {block!r}")
+    lay = torch.as_tensor(layout)
+    if lay.dim() == 2:
+        lay = lay[None]
+    if lay.dim() != 3 or lay.shape[-1] != lay.shape[-2] or lay.shape[-1] == 0 or lay.shape[0] == 0:
+        raise ValueError(f"layout must be (heads, nb, nb) or (nb, nb) with nb >= 1, got shape {tuple(lay.shape)}")
+    if lay.dtype != torch.bool:
+        if lay.is_complex() or not bool(((lay == 0) | (lay == 1)).all()):
+            raise ValueError("layout must hold 0/1 (or bool) block flags; pass layout != 0 to binarise it")
+        lay = lay != 0
+    return lay
+
+
+def _padded(lay: torch.Tensor, keep: int, size: int) -> torch.Tensor:
+    """The first ``keep`` blocks a side (those holding tokens of the sequence), zero-padded to ``size``."""
+    out = torch.zeros(lay.shape[0], size, size, dtype=torch.bool, device=lay.device)
+    out[:, :keep, :keep] = lay[:, :keep, :keep]
+    return out
+
+
+def _tile_kinds(table: torch.Tensor, tiles: int, r: int, seq_len: int, causal: bool):
+    """(partial, full) bool ``(1, H, tiles, tiles)``: which 128-tiles need the mask_mod, which do not."""
+    H, n = table.shape[0], table.shape[-1]
+    touched = table
+    if causal:  # block (a, b) has a pair with key <= query iff b <= a
+        touched = table & torch.ones(n, n, dtype=torch.bool, device=table.device).tril()
+    any_ = touched.view(H, tiles, r, tiles, r).any(4).any(2)
+    full = table.view(H, tiles, r, tiles, r).all(4).all(2)
+    # A tile is full only if every one of its 128 x 128 pairs is attended: the last tile of a
+    # sequence that is not whole 128-tiles has pairs past its end, and causal diagonals miss half.
+    inside = torch.arange(tiles, device=table.device) < seq_len // FLEX_BLOCK
+    full &= inside[:, None] & inside[None, :]
+    if causal:
+        full &= torch.ones(tiles, tiles, dtype=torch.bool, device=table.device).tril(-1)
+    return (any_ & ~full)[None], full[None]
+
+
+def _ordered(tiles: torch.Tensor):
+    """(count, indices) per tile row, set columns first in ascending order (from_kv_blocks' format)."""
+    num = tiles.sum(-1, dtype=torch.int32)
+    idx = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+    return num.contiguous(), idx.contiguous()
+
+
+def _lookup_mask_mod(table: torch.Tensor, block: int, causal: bool):
+    per_head = table.shape[0] > 1
+
+    def layout_mask(b, h, q_idx, kv_idx):
+        keep = table[h if per_head else 0, q_idx // block, kv_idx // block]
+        return keep & (kv_idx <= q_idx) if causal else keep
+
+    return layout_mask

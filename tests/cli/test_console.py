@@ -1,0 +1,38 @@
+"""The stdout console: into a pipe, tables are laid out as wide as they need (every number kept)."""
+import io
+
+from rich.table import Table
+from rich.text import Text
+
+from sparsecli.cli.console import DataConsole
+
+
+def wide_table() -> Table:
+    t = Table(title="t")
+    t.add_column("case_id")
+    for i in range(10):
+        t.add_column(f"number {i}", justify="right")
+    t.add_row("bigbird/fwd+bwd/S16384-B4-H16-D64-bf16/three-op", *[f"{1234.567 + i:.3f}" for i in range(10)])
+    return t
+
+
+def test_piped_tables_keep_every_cell_whatever_the_width():
+    buf = io.StringIO()  # not a terminal, like `| cat` or a CI log
+    DataConsole(file=buf, width=80).print(wide_table())
+    text = buf.getvalue()
+    assert "bigbird/fwd+bwd/S16384-B4-H16-D64-bf16/three-op" in text and "…" not in text
+    assert all(f"{1234.567 + i:.3f}" in text for i in range(10))
+    assert max(len(line) for line in text.splitlines()) > 80
+
+
+def test_narrow_content_and_terminals_keep_their_width():
+    buf = io.StringIO()
+    console = DataConsole(file=buf, width=80)
+    console.print(wide_table())
+    assert console.width == 80  # restored after a wide print
+    buf.truncate(0), buf.seek(0)
+    console.print(Text("short"))
+    assert buf.getvalue() == "short\n"
+    term = DataConsole(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+    term.print(wide_table())
+    assert max(len(line) for line in term.file.getvalue().splitlines()) <= 80  # a terminal is fitted
