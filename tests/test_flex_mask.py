@@ -101,3 +101,29 @@ def test_bad_arguments_are_value_errors_naming_the_fix(args, kw, match):
 
 def test_exported_lazily_from_the_package():
     assert sparsecli.to_block_mask is to_block_mask and "to_block_mask" in dir(sparsecli)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("backend", ["TRITON", "FLASH"])
+@pytest.mark.parametrize("block", [16, 32, 64, 128])
+def test_compiled_flex_backends_on_the_gpu_match_the_reference(block, backend, causal):
+    """What the bench's flex and flex-flash rows run: compiled Flex, pinned backend, bf16, D64."""
+    from sparsecli.bench.flex import flex_attention_call
+    from sparsecli.bench.providers import Unavailable, flash_attn_4
+
+    if backend == "FLASH":
+        try:
+            flash_attn_4()
+        except Unavailable as e:
+            pytest.skip(f"FLASH backend: {e}")
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    gen = torch.Generator().manual_seed(block * 2 + causal)
+    S, H, D = 1024, 4, 64
+    layout = random_layout(H, S // block, block, gen)
+    q, k, v = (torch.randn(2, H, S, D, generator=gen, dtype=torch.float64) for _ in range(3))
+    bm = to_block_mask(layout, block, causal=causal, device="cuda")
+    out = flex_attention_call(*(t.to("cuda", torch.bfloat16) for t in (q, k, v)), bm, 0.125, backend)
+    ref = blocksparse_attention_reference(q, k, v, layout, block, causal=causal, sm_scale=0.125)
+    err = (out.double().cpu() - ref).abs().max() / ref.abs().max()
+    assert err < 2e-2, f"{backend} block {block}: relative error {err:.3g} (dense attention would give ~0.9)"

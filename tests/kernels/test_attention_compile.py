@@ -101,17 +101,23 @@ def test_gpu_cuda_graph_captures_a_call():
         out = blocksparse_attention(q, k, v, lay, 64, causal=True, segment_ids=ids)
         return (out, *torch.autograd.grad(out, (q, k, v), dout))
 
-    want = run()
+    # Autograd nodes keep the stream they were made on, and a capture may not wait on the default
+    # stream (pytorch#164302): every eager call runs on a side stream, as torch's recipe does.
     stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        run()  # warm-up on the capture stream
-    torch.cuda.current_stream().wait_stream(stream)
+
+    def eager():
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            res = run()
+        torch.cuda.current_stream().wait_stream(stream)
+        return res
+
+    eager()  # warm-up: index tables built and cached, kernels compiled
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         got = run()
     ids.copy_(packed_segments(2, 1024, 5, "cuda"))  # new packing: the graph must see it
-    want = run()
+    want = eager()
     graph.replay()
     torch.cuda.synchronize()
     for a, b in zip(got, want):
