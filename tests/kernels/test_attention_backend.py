@@ -154,6 +154,12 @@ def _reference_grads(q, k, v, lay):
     return (loss, *torch.autograd.grad(loss, (q, k, v)))
 
 
+def _close(got, want):
+    """fp32 gradients of two summation orders (reference backward vs autograd through the
+    reference): within 1e-5 of the largest entry; an elementwise atol of 1e-5 failed by chance."""
+    return (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
 def test_eager_call_runs_the_hopper_launchers_with_hopper_schedules(fake_hopper):
     q, k, v = _gqa_inputs()
     lay = make_layout(4, 2, 3, block=128, q_len=256, k_len=384)
@@ -168,7 +174,7 @@ def test_eager_call_runs_the_hopper_launchers_with_hopper_schedules(fake_hopper)
         assert (sch.outer, sch.inner, sch.nseg) == (*tiles, 1)
     want = _reference_grads(q, k, v, lay)
     assert torch.allclose(loss, want[0], rtol=1e-5)
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads, want[1:]))
+    assert all(_close(a, b) for a, b in zip(grads, want[1:]))
 
 
 def test_compiled_call_records_the_hopper_backend(fake_hopper):
@@ -183,7 +189,7 @@ def test_compiled_call_records_the_hopper_backend(fake_hopper):
     assert [c for c, _ in fake_hopper.calls] == ["fwd", "bwd"]
     want = _reference_grads(q, k, v, lay)
     assert torch.allclose(loss, want[0], rtol=1e-5)
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads, want[1:]))
+    assert all(_close(a, b) for a, b in zip(grads, want[1:]))
 
 
 def test_compiled_call_honours_a_forced_triton_backend(fake_hopper, monkeypatch):
