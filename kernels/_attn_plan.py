@@ -51,7 +51,8 @@ def default_configs(block: int, head_dim: int, dtype: torch.dtype, row_keys: flo
     64 x 64 backward tiles at this head dim): every dot stays on Hopper's warpgroup MMA with
     M >= 64 per warpgroup (the earlier 32-query dK/dV steps compiled to mma.sync with K and V in
     registers: 0.38x D128's fwd+bwd TF/s), no spills, 2 stages in 197-206 KB of shared memory
-    (scripts/compile_sm90.py --candidates 256). fp32 tiles are twice the bytes: they keep the
+    (scripts/compile_sm90.py --candidates 256); the H200 sweep then chose keys-major dK/dV and a
+    4-warp dQ (perf notes, issue-11 run 2). fp32 tiles are twice the bytes: they keep the
     64 x 32 shapes that fit.
     """
     if head_dim >= 256:
