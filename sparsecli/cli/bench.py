@@ -4,7 +4,6 @@ gate them against the runner's GPU's baseline; or render an existing results fil
 Exit codes: 0 success, 1 error (bad preset, no GPU, unreadable file, another GPU's baseline),
 2 usage (Typer), 3 the gate failed. Every output file is written before a non-zero exit.
 """
-from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import Enum

@@ -2,7 +2,6 @@
 
 Exit codes: 0 passed, 1 error (unreadable file, baseline of another GPU model), 3 the gate failed.
 """
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional

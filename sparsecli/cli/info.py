@@ -1,5 +1,4 @@
 """``sparsecli info``: what this installation can run (versions, GPU, kernel path per device)."""
-from __future__ import annotations
 
 import importlib.util
 import json

@@ -1,6 +1,5 @@
 """``sparsecli layout``: build a layout from a kind, a preset or a file, report it, draw it, export
 it; with ``--vs``, compare two layouts."""
-from __future__ import annotations
 
 import json
 from enum import Enum

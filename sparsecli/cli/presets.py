@@ -3,7 +3,6 @@
 Neither imports torch: listing validates each preset by constructing its config, which is
 torch-free (``sparsecli.layouts`` imports torch only to build tensors).
 """
-from __future__ import annotations
 
 import sys
 import typer
