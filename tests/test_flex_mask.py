@@ -116,7 +116,7 @@ def test_compiled_flex_backends_on_the_gpu_match_the_reference(block, backend, c
         try:
             flash_attn_4()
         except Unavailable as e:
-            pytest.skip(f"FLASH backend: {e}")
+            pytest.skip(f"needs flash-attn-4 for the FLASH backend: {e}")
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     gen = torch.Generator().manual_seed(block * 2 + causal)
     S, H, D = 1024, 4, 64

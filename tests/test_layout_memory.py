@@ -9,7 +9,7 @@ from sparsecli import layout_memory
 from sparsecli.layout_memory import check_layout_fits, layout_peak_bytes
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="measures peak RSS (VmHWM) through /proc/self/status (Linux only)")
 def test_estimate_is_close_to_the_measured_peak(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     try:

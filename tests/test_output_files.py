@@ -54,7 +54,7 @@ def test_the_temporary_keeps_the_suffix_writers_choose_formats_by(tmp_path):
     assert seen[0].endswith(".svg") and (tmp_path / "perf.svg").exists()
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.skipif(os.name != "posix", reason="checks POSIX permission bits and umask (not on Windows)")
 def test_atomic_writes_get_umask_mode_or_keep_the_replaced_files(tmp_path):
     old = os.umask(0o022)
     try:

@@ -115,7 +115,7 @@ print(max(peak[0], anon()) - before)
 """
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux RSS figures")
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="measures peak RSS through /proc/self/status (Linux only)")
 @pytest.mark.parametrize("preset", ["bigbird", "variable"])
 def test_layout_memory_estimate_is_an_honest_upper_bound(preset):
     r = subprocess.run([sys.executable, "-c", MEASURE, preset], capture_output=True, text=True)
