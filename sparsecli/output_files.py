@@ -22,12 +22,10 @@ def check_writable(path: Path | None, flag: str) -> None:
     if path is None:
         return
     path = Path(path)
-    parent = _parent(path)
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: directory {parent} does not exist")
-    if path.is_dir():
-        raise UserError(f"{flag} {path}: is a directory; give a file name")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    problem = _unfit_target(path)
+    if problem:
+        raise UserError(f"{flag} {path}: {problem}")
+    if not os.access(_parent(path), os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"{flag} {path}: not writable")
 
 
@@ -43,6 +41,18 @@ def check_no_clobber(outputs: dict, inputs: dict) -> None:
         for other, dst in outs[:i]:
             if _same_file(path, dst):
                 raise UserError(f"{other} and {flag} both name {path}; give each output its own file")
+
+
+def _unfit_target(path: Path) -> str | None:
+    """Why ``path`` cannot become a file we write, or None: checked up front and at the write."""
+    parent = _parent(path)
+    if not parent.is_dir():
+        return f"directory {parent} does not exist"
+    if path.is_dir():
+        return "is a directory; give a file name"
+    if path.exists() and not path.is_file():  # os.replace would replace the node itself (think /dev/full as root)
+        return "not a regular file; give a file path"
+    return None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -61,15 +71,11 @@ def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
     extension by suffix (matplotlib, numpy) behave as they would on ``path`` itself.
     """
     path = Path(path)
-    parent = _parent(path)
-    if not parent.is_dir():
-        raise UserError(f"cannot write {path}: directory {parent} does not exist")
-    if path.is_dir():
-        raise UserError(f"cannot write {path}: is a directory")
-    if path.exists() and not path.is_file():  # os.replace would replace the node itself (think /dev/full as root)
-        raise UserError(f"cannot write {path}: not a regular file; give a file path")
+    problem = _unfit_target(path)
+    if problem:
+        raise UserError(f"cannot write {path}: {problem}")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=_parent(path))
         os.close(fd)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
