@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +32,8 @@ from sparsecli import (BigBirdSparsityConfig, DenseSparsityConfig, FixedSparsity
 from sparsecli.kernels import blocksparse_attention
 from sparsecli.kernels.hopper import launch
 from sparsecli.kernels.reference import blocksparse_attention_reference
+
+from bench_attention import warm_gpu  # this folder: the same warm-up as the kernel bench
 
 H, BLOCK, TOKENS = 16, 128, 65536
 TOL = {"fwd": 1.5e-2, "bwd": 3e-2}  # bf16 bounds of the kernel tests (out, gradients)
@@ -217,16 +218,6 @@ def _step(fn, q, k, v, dout, mode):
         return lambda: fn(q, k, v)
     qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
     return lambda: torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), dout)
-
-
-def warm_gpu(seconds=2.0):
-    """Leave idle clocks before timing (perf notes, run 8)."""
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for _ in range(10):
-            a @ a
-        torch.cuda.synchronize()
 
 
 def print_table(rows):
