@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from sparsecli.bench.results import load
-from sparsecli.preset_loader import PROVIDERS
+from sparsecli.layouts.presets import PROVIDERS
 
 VERSUS = ("sdpa-flash", "fa4", "flex-flash")
 

@@ -1,15 +1,20 @@
 """Triton block-sparse attention kernels (installed as ``sparsecli.kernels``).
 
+``attention`` is the one entry (``blocksparse_attention``) and dispatch point; the index tables
+(``lut``), mask modes (``masks``) and the plain-PyTorch reference (``reference``) every path
+shares sit here at the top; the kernels live in a folder per path: ``fused/`` (portable Triton),
+``hopper/`` (Gluon, sm90) and ``threeop/`` (DeepSpeed's MatMul/Softmax).
+
 Names resolve lazily so that importing the package (or the reference) never imports Triton.
 """
 from importlib import import_module
 
 _EXPORTS = {
     "blocksparse_attention": ".attention",
-    "MatMul": ".matmul",
-    "Softmax": ".softmax",
-    "dense_to_sparse": ".sparse_format",
-    "sparse_to_dense": ".sparse_format",
+    "MatMul": ".threeop.matmul",
+    "Softmax": ".threeop.softmax",
+    "dense_to_sparse": ".threeop.sparse_format",
+    "sparse_to_dense": ".threeop.sparse_format",
     "blocksparse_attention_reference": ".reference",
     "blocksparse_attention_dense": ".reference",
     "token_mask": ".reference",

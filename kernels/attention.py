@@ -3,7 +3,7 @@
 ``blocksparse_attention`` computes softmax(q k^T * scale + rpe + masks) v on a block layout's
 non-zero blocks only, with an online softmax (no S x S and no nnz x block^2 buffer). CUDA tensors
 run the Triton kernels (on an sm90 GPU the Hopper kernels of ``kernels/hopper/`` where they take
-the call: ``kernels/_attn_backend.py``); CPU tensors run the same kernels under ``TRITON_INTERPRET=1`` (that is how
+the call: ``kernels/fused/backend.py``); CPU tensors run the same kernels under ``TRITON_INTERPRET=1`` (that is how
 CI tests them) and the block-row-walking PyTorch reference (with a row-by-row backward)
 otherwise.
 
@@ -27,16 +27,16 @@ fp32 inputs are accepted (dot products in full fp32, slower); fp16/bf16 are the 
 dims are any multiple of 8 up to 256 (tiles pad to the next power of two). The backward is
 deterministic: no atomics, each gradient element is reduced by a single program.
 
-Under ``torch.compile`` calls go through ``torch.library`` custom ops (``_attn_op.py``), so a
+Under ``torch.compile`` calls go through ``torch.library`` custom ops (``fused/op.py``), so a
 compiled model has no graph break here; eager calls take the autograd function directly.
 """
 from __future__ import annotations
 
 import torch
 
-from . import _attn_op
-from ._attn_call import natural_lse, run_backward, run_forward
-from ._attn_checks import check_args
+from .fused import op as _attn_op
+from .fused.call import natural_lse, run_backward, run_forward
+from .fused.args import check_args
 
 
 class _BlockSparseAttention(torch.autograd.Function):

@@ -34,7 +34,7 @@ from sparsecli import (BigBirdSparsityConfig, BSLongformerSparsityConfig, DenseS
 from sparsecli.kernels import blocksparse_attention
 
 try:  # the launcher (configs, plans); trees before issue 11 kept it in kernels/attention.py
-    from sparsecli.kernels import _attn_plan as attn
+    from sparsecli.kernels.fused import plan as attn
 except ImportError:  # --ours-only also times those trees
     from sparsecli.kernels import attention as attn
 

@@ -19,7 +19,7 @@ import triton
 from bench_attention import BF16, H, Case, make_layout, rel
 
 try:  # the launcher (configs, plans); trees before issue 11 kept it in kernels/attention.py
-    from sparsecli.kernels import _attn_plan as attn
+    from sparsecli.kernels.fused import plan as attn
 except ImportError:
     from sparsecli.kernels import attention as attn
 

@@ -110,7 +110,9 @@ def main():
     args = ap.parse_args()
     triton.runtime.driver.set_active(_Sm90Driver())
     JITFunction.run = _compile_only
-    from sparsecli.kernels import _attn_call, _attn_plan, blocksparse_attention
+    from sparsecli.kernels import blocksparse_attention
+    from sparsecli.kernels.fused import call as _attn_call
+    from sparsecli.kernels.fused import plan as _attn_plan
 
     _attn_call.uses_kernels = lambda q: True
     _attn_plan._num_sms = lambda device: 132

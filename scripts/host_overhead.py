@@ -29,7 +29,8 @@ def stub_kernels():
         attention._use_triton = lambda q: True
         plan_module = attention
     else:  # one module decides kernels vs reference, another holds the launcher
-        from sparsecli.kernels import _attn_call, _attn_plan
+        from sparsecli.kernels.fused import call as _attn_call
+        from sparsecli.kernels.fused import plan as _attn_plan
         _attn_call.uses_kernels = lambda q: True
         plan_module = _attn_plan
     plan_module._num_sms = lambda device: 132

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from sparsecli.layout_memory import layout_peak_bytes
+from sparsecli.layouts.memory import layout_peak_bytes
 
 CASES = [  # (kind, extra flags, seq, heads)
     ("dense", [], 16384, 16), ("dense", [], 32768, 16), ("dense", [], 65536, 16),

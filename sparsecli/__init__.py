@@ -5,6 +5,10 @@ imported only when a layout, module or kernel is first used.
 """
 from importlib import import_module
 
+from .module_aliases import install as _install_module_aliases
+
+_install_module_aliases()
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -20,10 +24,10 @@ _EXPORTS = {
     "DilatedSparsityConfig": ".layouts",
     "DocumentSparsityConfig": ".layouts",
     "CompositeSparsityConfig": ".layouts",
-    "SparseSelfAttention": ".attention",
-    "BertSparseSelfAttention": ".bert",
-    "SparseAttentionUtils": ".hf",
-    "to_block_mask": ".flex_mask",
+    "SparseSelfAttention": ".modules.attention",
+    "BertSparseSelfAttention": ".modules.bert",
+    "SparseAttentionUtils": ".modules.hf",
+    "to_block_mask": ".modules.flex_mask",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

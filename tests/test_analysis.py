@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sparsecli import BigBirdSparsityConfig, BSLongformerSparsityConfig, DocumentSparsityConfig
-from sparsecli.analysis import KERNEL_BLOCKS, analyze, analyze_config, distinct_heads
-from sparsecli.reach import layers_to_full_reach
+from sparsecli.analysis.report import KERNEL_BLOCKS, analyze, analyze_config, distinct_heads
+from sparsecli.analysis.reach import layers_to_full_reach
 
 
 def _bfs_reach(A: torch.Tensor, causal: bool):

@@ -315,7 +315,7 @@ def test_compiled_module_matches_eager_and_reuses_its_layout(monkeypatch, device
     """torch.compile(SparseSelfAttention) works from the first call (issue 11: it failed on a
     guard over the layout cache), matches eager forward and backward, compiles once, and every
     call hands the kernels the same layout object (so its cached index tables are reused)."""
-    from sparsecli.kernels import _attn_call
+    from sparsecli.kernels.fused import call as _attn_call
 
     layouts, graphs = [], []
     real = _attn_call._Plan  # looked up when a call runs: the spy sees every kernel call

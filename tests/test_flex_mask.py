@@ -4,7 +4,7 @@ import torch
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention, noop_mask
 
 import sparsecli
-from sparsecli.flex_mask import FLEX_BLOCK, to_block_mask
+from sparsecli.modules.flex_mask import FLEX_BLOCK, to_block_mask
 from sparsecli.kernels.reference import blocksparse_attention_reference, token_mask
 
 torch.nn.attention.flex_attention._FLEX_ATTENTION_DISABLE_COMPILE_DEBUG = True  # eager on purpose

@@ -296,7 +296,7 @@ def test_gpu_equivalence(backend, dtype, kind, config):
 
 
 def test_mask_reduction_is_memoized_per_tensor_and_version(monkeypatch):
-    from sparsecli import bert
+    from sparsecli.modules import bert
 
     B, L = 2, 8
     keep = torch.ones(B, L, dtype=torch.bool)

@@ -11,7 +11,8 @@ import warnings
 import pytest
 import torch
 
-from sparsecli import BertSparseSelfAttention, DenseSparsityConfig, bert
+from sparsecli import BertSparseSelfAttention, DenseSparsityConfig
+from sparsecli.modules import bert
 
 transformers = pytest.importorskip("transformers")
 from packaging.version import Version  # noqa: E402  (a dependency of transformers)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsecli.layout_file import load_layout
+from sparsecli.layouts.files import load_layout
 
 
 def _layout():

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from sparsecli import layout_memory
-from sparsecli.layout_memory import check_layout_fits, layout_peak_bytes
+from sparsecli.layouts import memory as layout_memory
+from sparsecli.layouts.memory import check_layout_fits, layout_peak_bytes
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="measures peak RSS (VmHWM) through /proc/self/status (Linux only)")

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from sparsecli.output_files import check_writable, write_atomic, write_text_atomic
-from sparsecli.errors import UserError
+from sparsecli.plumbing.output_files import check_writable, write_atomic, write_text_atomic
+from sparsecli.plumbing.errors import UserError
 
 
 def leftovers(directory):

@@ -1,13 +1,13 @@
-"""Every output goes through a temporary file and a rename (``sparsecli.output_files``): a
+"""Every output goes through a temporary file and a rename (``sparsecli.plumbing.output_files``): a
 failure leaves the target as it was, no temporary behind, and one line that says why."""
 import errno
 import os
 
 import pytest
 
-from sparsecli import output_files
-from sparsecli.errors import UserError
-from sparsecli.output_files import write_atomic, write_text_atomic
+from sparsecli.plumbing import output_files
+from sparsecli.plumbing.errors import UserError
+from sparsecli.plumbing.output_files import write_atomic, write_text_atomic
 from tests.full_disk import full_disk  # noqa: F401  (fixture)
 
 

@@ -36,7 +36,7 @@ def test_built_wheel_layout_and_bundled_presets(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
-    code = ("import sparsecli.preset_loader as p, sparsecli.kernels.lut as lut; "
+    code = ("import sparsecli.layouts.presets as p, sparsecli.kernels.lut as lut; "
             "assert p.__file__.startswith(%r), p.__file__; "
             "print(p.bundled_names(), p.load_preset('fixed').sparsity.mode)") % str(target)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,

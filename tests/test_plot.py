@@ -1,7 +1,7 @@
 """Heatmaps: pooled pixels are shaded by the fraction of blocks present, titles fit the figure."""
 import torch
 
-from sparsecli.plot import difference_figure, layout_figure, pooled_fraction, pooling_factor
+from sparsecli.analysis.plot import difference_figure, layout_figure, pooled_fraction, pooling_factor
 
 
 def test_pooled_pixels_show_the_fraction_present():
@@ -45,7 +45,7 @@ def test_difference_panels_mix_colours_by_fraction():
     img = fig.axes[0].images[0].get_array()
     from matplotlib.colors import to_rgb
 
-    from sparsecli.plot import ABSENT, BOTH, ONLY_A, ONLY_B
+    from sparsecli.analysis.plot import ABSENT, BOTH, ONLY_A, ONLY_B
 
     for (i, j), colour in (((0, 0), BOTH), ((1, 1), ONLY_A), ((2, 2), ONLY_B), ((3, 3), ABSENT)):
         assert torch.allclose(torch.tensor(img[i, j]), torch.tensor(to_rgb(colour)).float(), atol=1e-6)

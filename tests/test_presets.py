@@ -8,9 +8,9 @@ import torch
 import yaml
 
 from sparsecli import CompositeSparsityConfig, StreamingSparsityConfig
-from sparsecli.kinds import KINDS
-from sparsecli.preset_loader import ConfigError, bundled_names, load_preset, read_preset_text
-from sparsecli.sparsity_spec import CompositeSpec
+from sparsecli.layouts.registry import KINDS
+from sparsecli.layouts.presets import ConfigError, bundled_names, load_preset, read_preset_text
+from sparsecli.layouts.spec import CompositeSpec
 
 BUNDLED = ["bigbird", "bslongformer", "causal_sliding_window", "dense", "dilated", "document", "fixed",
            "sliding_window", "streaming", "streaming_random", "variable"]

@@ -1,10 +1,10 @@
 """Host side of the Hopper kernels: TMA descriptors and launches for one call's plan.
 
-The plan is the portable path's ``_attn_plan._Plan`` built with ``backend="hopper"``: the same
-argument checks (``_attn_checks``), layout cache and tile schedules (``lut.tile_schedule`` at the
+The plan is the portable path's ``fused.plan._Plan`` built with ``backend="hopper"``: the same
+argument checks (``fused.args``), layout cache and tile schedules (``lut.tile_schedule`` at the
 Hopper tile shapes of ``variants.PLAN_TILES``, forward rows split as on the Triton path, whose
-combine kernel merges them). ``_attn_call`` calls ``forward``/``backward`` when the dispatch
-(``_attn_backend``) chose this path; tensors are contiguous CUDA ``(B, H, S, D)``.
+combine kernel merges them). ``fused.call`` calls ``forward``/``backward`` when the dispatch
+(``fused.backend``) chose this path; tensors are contiguous CUDA ``(B, H, S, D)``.
 
 ``lse`` is in the portable kernels' convention: log2 units (m + log2(l) of the scores scaled by
 ``sm_scale * log2(e)``), +inf for a query with nothing to attend to.
@@ -75,14 +75,14 @@ def _aligned(*xs):
 def _grid(num_programs, device, persistent):
     """One CTA per SM (each takes every G-th program of the heaviest-first list), or one per
     program. Shared memory allows one CTA per SM either way."""
-    from .._attn_plan import _num_sms
+    from ..fused.plan import _num_sms
 
     return (max(1, min(num_programs, _num_sms(device)) if persistent else num_programs),)
 
 
 def forward(plan, q, k, v, *, out=None, lse=None):
     """(out, lse) of the block-sparse attention; ``out``/``lse`` may be given (tests poison them)."""
-    from .._attn_fwd import _attn_fwd_combine
+    from ..fused.fwd import _attn_fwd_combine
     from ._fwd import _attn_fwd_hopper
 
     q, k, v = _aligned(q, k, v)

@@ -1,6 +1,6 @@
 """Which calls the Hopper kernels take, and why not: no Triton or Gluon import until a GPU asks.
 
-``supports(spec)`` answers for a ``_attn_backend.CallSpec`` (a call described by its shapes,
+``supports(spec)`` answers for a ``fused.backend.CallSpec`` (a call described by its shapes,
 dtype, device capability and optional arguments), so the dispatch, ``sparsecli info`` and the
 tests (with a made-up capability) ask the same question.
 """

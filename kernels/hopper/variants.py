@@ -30,7 +30,7 @@ MAXNREG = 168
 # untimed: neither is the default.
 FWD_LOOPS = ((True, True, 1, False), (True, True, 2, False), (False, False, 1, False), (True, True, 1, True))
 # Tile shapes (outer, inner) of the three launches, as the plan builds their schedules
-# (``_attn_plan``): forward and dQ 128 queries x 128 keys, dK/dV 128 keys x 64-query steps.
+# (``fused.plan``): forward and dQ 128 queries x 128 keys, dK/dV 128 keys x 64-query steps.
 PLAN_TILES = {"fwd": (128, BLOCK_N), "dq": (128, BLOCK_N), "dkdv": (128, BWD_BLOCK_M)}
 
 

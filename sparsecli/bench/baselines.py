@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import UserError
+from ..plumbing.errors import UserError
 
 MISMATCH_FLAG = "--allow-gpu-mismatch"
 

@@ -11,8 +11,8 @@ import json
 import random
 from dataclasses import dataclass, field, replace
 
-from ..errors import UserError
-from ..preset_loader import DTYPES, HEAD_DIMS, PASSES, PROVIDERS, Preset
+from ..plumbing.errors import UserError
+from ..layouts.presets import DTYPES, HEAD_DIMS, PASSES, PROVIDERS, Preset
 
 # Providers that compute the preset's block-sparse function; the others run full dense attention.
 SPARSE_SEMANTICS = ("sparse", "three-op", "sdpa-masked", "flex", "flex-flash", "naive")
@@ -218,7 +218,7 @@ def check_layouts_fit(plan: Plan, seq_overridden: bool) -> None:
     """Refuse up front a sweep whose layouts cannot be built in this machine's memory (a long
     --seq asks for terabytes; the allocator would fail deep in make_layout, or the OOM killer
     end the process). Shapes are built one at a time: the largest one must fit."""
-    from ..layout_memory import FIT_FRACTION, available_bytes, layout_peak_bytes
+    from ..layouts.memory import FIT_FRACTION, available_bytes, layout_peak_bytes
 
     have = available_bytes()
     if have is None:

@@ -16,7 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..plumbing.errors import UserError
 from .cases import BWD_FLOP_FACTOR, Case, Plan
 
 WORKER = [sys.executable, "-m", "sparsecli.bench.worker"]

@@ -1,6 +1,6 @@
 """A layout file as a bench preset: ``sparsecli bench --layout FILE --block B``.
 
-The file (``.pt``, ``.npy`` or ``.npz``, read by ``sparsecli.layout_file``) fixes the heads and
+The file (``.pt``, ``.npy`` or ``.npz``, read by ``sparsecli.layouts.files``) fixes the heads and
 the sequence length (its blocks times ``B``); the sweep's other dimensions take a preset's
 defaults (see ``BenchSpec``) unless flags override them. Case ids start with the file's stem, and
 the layout's fingerprint hashes the file's content, so a baseline entry goes void when the file
@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..preset_loader import BenchSpec, Preset
+from ..plumbing.errors import UserError
+from ..layouts.presets import BenchSpec, Preset
 
 BLOCKS = (16, 32, 64, 128)  # what every kernel of the sweep takes
 
@@ -54,7 +54,7 @@ class _FileLayout:
 
 def layout_file_preset(path: Path, block: int | None) -> Preset:
     """The preset a layout file stands for; every problem is a one-line UserError."""
-    from ..layout_file import load_layout
+    from ..layouts.files import load_layout
 
     if block is None:
         raise UserError(f"--layout {path} needs --block B: the file holds blocks, not tokens")

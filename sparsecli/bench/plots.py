@@ -73,7 +73,7 @@ def save_results_plot(doc: dict, path: str | Path) -> Path:
     default format's, as ``savefig`` would add it)."""
     from matplotlib import rcParams
 
-    from ..output_files import write_atomic
+    from ..plumbing.output_files import write_atomic
 
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")

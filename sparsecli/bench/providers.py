@@ -56,7 +56,7 @@ def _sparse(ctx: Ctx) -> Attn:
 
 def _three_op(ctx: Ctx) -> Attn:
     # SparseSelfAttention(backend="three_op")'s op itself, so the bench times what users run.
-    from ..attention_backends import _ThreeOp
+    from ..modules.backends import _ThreeOp
 
     op = _ThreeOp(ctx.layout, ctx.block)
     if ctx.causal:
@@ -91,7 +91,7 @@ def _naive(ctx: Ctx) -> Attn:
 
 def _flex(provider: str):
     def setup(ctx: Ctx) -> Attn:
-        from ..flex_mask import to_block_mask
+        from ..modules.flex_mask import to_block_mask
         from . import flex
 
         if provider == "flex-flash":

@@ -15,7 +15,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import UserError
+from ..plumbing.errors import UserError
 
 SCHEMA_VERSION = 1
 COLUMNS = (

@@ -16,7 +16,7 @@ from .cases import Overrides, Plan, expand
 
 def plan_of(spec: dict) -> Plan:
     """The parent's plan, cut to this worker's case ids."""
-    from ..preset_loader import load_preset
+    from ..layouts.presets import load_preset
 
     from .file_preset import layout_file_preset
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import UserError
+from ..plumbing.errors import UserError
 from . import bench, compare, info, layout, presets  # noqa: F401  (command modules register on `app`)
 from .app import app
 from .console import err_console

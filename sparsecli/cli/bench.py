@@ -13,8 +13,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..bench.cases import check_no_repeats
-from ..errors import UserError
-from ..output_files import check_no_clobber, check_writable, write_text_atomic
+from ..plumbing.errors import UserError
+from ..plumbing.output_files import check_no_clobber, check_writable, write_text_atomic
 from .app import app
 from .console import err_console, out_console
 from .gate import allow_gpu_mismatch_option, fail_if_gate_failed
@@ -159,7 +159,7 @@ def _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_
           check) -> Sweep:
     from ..bench.cases import Overrides, check_layouts_fit, expand
     from ..bench.file_preset import check_seq, layout_file_preset
-    from ..preset_loader import load_preset
+    from ..layouts.presets import load_preset
 
     if preset and layout_file is not None:
         raise UserError("give --preset or --layout, not both (one run, one source of layouts)")

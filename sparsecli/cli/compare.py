@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..output_files import check_no_clobber, check_writable, write_text_atomic
+from ..plumbing.output_files import check_no_clobber, check_writable, write_text_atomic
 from .app import app
 from .console import out_console
 from .gate import ReportFormat, allow_gpu_mismatch_option, fail_if_gate_failed

@@ -97,7 +97,7 @@ def _hopper_path(capability) -> str:
 
 
 def _backend_env() -> str:
-    from ..kernels._attn_backend import ENV, env_choice
+    from ..kernels.fused.backend import ENV, env_choice
 
     return f"{ENV}={env_choice()}" if env_choice() else f"{ENV} unset (backend='auto' chooses)"
 
@@ -106,7 +106,7 @@ def _call_path(capability, call: dict) -> str:
     """"hopper: why" / "triton: why" for a CUDA call on a GPU of ``capability`` (backend='auto')."""
     import torch
 
-    from ..kernels._attn_backend import CallSpec, choose
+    from ..kernels.fused.backend import CallSpec, choose
 
     fields = {k: v for k, v in call.items() if k != "dtype"}
     spec = CallSpec(capability, getattr(torch, _DTYPES[call["dtype"]]), **fields)

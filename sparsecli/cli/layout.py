@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UserError
-from ..kinds import KINDS, PARAMS, defaults_text
+from ..plumbing.errors import UserError
+from ..layouts.registry import KINDS, PARAMS, defaults_text
 from .app import app
 from .console import err_console, out_console
 from .layout_sources import DEFAULT_HEADS, DEFAULT_SEQ, build, check_unused, plan_file, plan_kind, plan_preset, plan_vs
@@ -121,7 +121,7 @@ def layout(
     check_unused([p for p in (plan_a, plan_b) if p is not None], flags)
     if plot:
         _check_image_suffix(output or Path("x.png"))
-    from ..output_files import check_no_clobber, check_writable
+    from ..plumbing.output_files import check_no_clobber, check_writable
 
     check_writable(save, "--save")  # before a long build, not after it
     check_writable(output, "-o")
@@ -145,7 +145,7 @@ def layout(
 
 
 def _one(a, plot, output, title, head, fmt, save):
-    from ..analysis import analyze, analyze_config, distinct_heads
+    from ..analysis.report import analyze, analyze_config, distinct_heads
     from .render import layout_preview
 
     groups = distinct_heads(a.layout)
@@ -159,7 +159,7 @@ def _one(a, plot, output, title, head, fmt, save):
     if save is not None:
         written["layout"] = str(_save(a.layout, save))
     if plot:
-        from ..plot import layout_heatmap
+        from ..analysis.plot import layout_heatmap
 
         path = output or Path(f"{_file_label(a)}_seq{seq}_b{a.block}.png")
         title = title or f"{a.label} · seq {seq} · block {a.block} · density {report.density:.2%}"
@@ -179,7 +179,7 @@ def _one(a, plot, output, title, head, fmt, save):
 
 
 def _versus(a, b, plot, output, title, head, fmt):
-    from ..analysis import analyze, analyze_config, distinct_heads
+    from ..analysis.report import analyze, analyze_config, distinct_heads
     from .layout_view import difference, side_by_side
 
     if a.layout.shape[1:] != b.layout.shape[1:] or a.block != b.block:
@@ -199,7 +199,7 @@ def _versus(a, b, plot, output, title, head, fmt):
     diff = difference(a.layout, b.layout)
     written = {}
     if plot:
-        from ..plot import difference_heatmap
+        from ..analysis.plot import difference_heatmap
 
         pairs = {}  # heads whose A layout and B layout are both the same: one panel
         for h in range(a.layout.shape[0]):
@@ -237,7 +237,7 @@ def _check_image_suffix(path: Path) -> None:
 def _save(lay, path: Path) -> Path:
     """Through a Python file object: numpy.save("x.NPY") would write x.NPY.npy, and torch.save(name)
     reports a full disk as a bare C++ iostream error where a file object raises the OSError."""
-    from ..output_files import write_atomic
+    from ..plumbing.output_files import write_atomic
 
     if path.suffix.lower() == ".pt":
         import torch

@@ -8,9 +8,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..kinds import KINDS, PARAMS, kinds_using
-from ..sparsity_spec import CompositeSpec, SparsitySpec
+from ..plumbing.errors import UserError
+from ..layouts.registry import KINDS, PARAMS, kinds_using
+from ..layouts.spec import CompositeSpec, SparsitySpec
 
 DEFAULT_SEQ, DEFAULT_HEADS, DEFAULT_SEED = 4096, 16, 0
 FLAG, PRESET, DEFAULT, JSON_DEFAULT, AS_A = "flag", "preset", "class default", "DeepSpeed JSON-parser default", "as A"
@@ -61,7 +61,7 @@ def plan_kind(mode: str, heads: int | None, seq: int | None, seed: int | None, f
 
 
 def plan_preset(ref: str, heads: int | None, seq: int | None, seed: int | None, flags: dict) -> Plan:
-    from ..preset_loader import load_preset
+    from ..layouts.presets import load_preset
 
     p = load_preset(ref)
     spec = p.sparsity
@@ -102,7 +102,7 @@ def plan_file(path: Path, heads: int | None, seed: int | None, flags: dict) -> P
 def plan_vs(text: str, a: Plan, heads: int | None, seq: int | None, seed: int | None, flags: dict) -> Plan:
     """The other side of ``--vs``: a KIND (taking A's heads and block unless flags say otherwise),
     a preset (a path ending in .yaml/.yml, or a bundled name that is not a kind) or a layout file."""
-    from ..layout_file import SUFFIXES
+    from ..layouts.files import SUFFIXES
 
     path = Path(text)
     if path.suffix.lower() in SUFFIXES:
@@ -138,7 +138,7 @@ def build(plan: Plan, layouts_alive: int = 1) -> Side:
     """Build (or read) the layout of ``plan``; every failure is one line."""
     if plan.file is not None:
         return _read(plan)
-    from ..layout_memory import check_layout_fits
+    from ..layouts.memory import check_layout_fits
 
     seq = DEFAULT_SEQ if plan.seq_len is None else plan.seq_len
     if seq <= 0:
@@ -157,7 +157,7 @@ def build(plan: Plan, layouts_alive: int = 1) -> Side:
 
 
 def _read(plan: Plan) -> Side:
-    from ..layout_file import load_layout
+    from ..layouts.files import load_layout
 
     try:
         layout = load_layout(plan.file)

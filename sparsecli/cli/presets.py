@@ -8,8 +8,8 @@ import sys
 import typer
 from rich.table import Table
 
-from ..errors import UserError
-from ..preset_loader import bundled_names, load_preset, read_preset_bytes
+from ..plumbing.errors import UserError
+from ..layouts.presets import bundled_names, load_preset, read_preset_bytes
 from .app import LightCommand, LightGroup, app
 from .console import out_console
 

@@ -11,7 +11,7 @@ from sparsecli.bench import baselines
 from sparsecli.bench import results as res
 from sparsecli.bench.compare import make_baseline
 from sparsecli.cli import app
-from sparsecli.output_files import write_text_atomic
+from sparsecli.plumbing.output_files import write_text_atomic
 
 from .conftest import results_doc
 from .test_cli_bench import via_main

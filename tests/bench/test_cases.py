@@ -2,8 +2,8 @@
 import pytest
 
 from sparsecli.bench.cases import Overrides, build_layout, expand, flops, layout_figures, shapes
-from sparsecli.errors import UserError
-from sparsecli.preset_loader import load_preset
+from sparsecli.plumbing.errors import UserError
+from sparsecli.layouts.presets import load_preset
 
 
 def test_bundled_preset_expands_to_the_full_grid():

@@ -5,7 +5,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from sparsecli.output_files import write_text_atomic
+from sparsecli.plumbing.output_files import write_text_atomic
 from sparsecli.bench import results as res
 from sparsecli.bench.compare import make_baseline
 from sparsecli.cli import app, main

@@ -8,8 +8,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from sparsecli.output_files import write_text_atomic
-from sparsecli import layout_memory
+from sparsecli.plumbing.output_files import write_text_atomic
+from sparsecli.layouts import memory as layout_memory
 from sparsecli.bench import results as res
 from sparsecli.bench.compare import make_baseline
 from sparsecli.cli import app
@@ -90,7 +90,7 @@ def test_sweeps_whose_layouts_cannot_fit_are_refused_before_building(monkeypatch
 MEASURE = """
 import sys, threading
 from sparsecli.bench.cases import build_layout, layout_figures
-from sparsecli.preset_loader import load_preset
+from sparsecli.layouts.presets import load_preset
 
 def anon():  # resident anonymous memory: shared-library pages evicted and faulted back do not count
     with open("/proc/self/status") as f:

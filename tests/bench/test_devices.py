@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from sparsecli.bench import devices
 from sparsecli.bench.cases import Overrides, expand
 from sparsecli.cli import app
-from sparsecli.errors import UserError
-from sparsecli.preset_loader import load_preset
+from sparsecli.plumbing.errors import UserError
+from sparsecli.layouts.presets import load_preset
 
 FAKE_WORKER = [sys.executable, "-m", "tests.bench.fake_worker"]
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from sparsecli.bench import results as res
-from sparsecli.output_files import write_text_atomic
+from sparsecli.plumbing.output_files import write_text_atomic
 
 from .conftest import row
 

@@ -4,7 +4,7 @@ import torch
 
 from tests.interpreter import run_interpreted
 
-from sparsecli import attention_backends
+from sparsecli.modules import backends as attention_backends
 from sparsecli.bench import providers
 
 

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from sparsecli.output_files import write_text_atomic
+from sparsecli.plumbing.output_files import write_text_atomic
 from sparsecli.bench import results as res
-from sparsecli.errors import UserError
+from sparsecli.plumbing.errors import UserError
 
 from .conftest import results_doc
 

@@ -6,7 +6,7 @@ from sparsecli.bench import providers
 from sparsecli.bench.cases import Overrides, expand
 from sparsecli.bench.runner import Runner, RunOptions
 from sparsecli.bench.timing import Timing
-from sparsecli.preset_loader import load_preset
+from sparsecli.layouts.presets import load_preset
 
 MS = {"sparse": 1.0, "sdpa-flash": 2.0, "naive": 4.0, "sdpa-masked": 3.0}
 

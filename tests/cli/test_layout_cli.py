@@ -145,7 +145,7 @@ def test_preset_seed_is_the_default_seed(tmp_path):
 
 def test_loose_sliding_window_attention_is_reported_as_deepspeed_builds_it():
     from sparsecli import LocalSlidingWindowSparsityConfig
-    from sparsecli.analysis import analyze
+    from sparsecli.analysis.report import analyze
 
     config = LocalSlidingWindowSparsityConfig(2, 16, attention="causal")  # DeepSpeed: unidirectional
     r = analyze(config.make_layout(512), 16, config.kind, config.attention, unidirectional=config.unidirectional)

@@ -13,7 +13,7 @@ from sparsecli import (
     StreamingSparsityConfig,
 )
 from sparsecli.cli import app
-from sparsecli.errors import UserError
+from sparsecli.plumbing.errors import UserError
 
 runner = CliRunner()
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sparsecli import output_files
+from sparsecli.plumbing import output_files
 from sparsecli.cli import app
-from sparsecli.errors import UserError
+from sparsecli.plumbing.errors import UserError
 from tests.full_disk import full_disk  # noqa: F401  (fixture)
 
 runner = CliRunner()
@@ -197,7 +197,7 @@ def test_reach_with_many_distinct_heads_is_computed_quickly():
 
 
 def test_memory_guard_uses_the_estimator(monkeypatch):
-    from sparsecli import layout_memory
+    from sparsecli.layouts import memory as layout_memory
 
     monkeypatch.setattr(layout_memory, "available_bytes", lambda: 2**30)
     res = runner.invoke(app, ["layout", "fixed", "--seq", "65536", "--heads", "16"])

@@ -88,7 +88,7 @@ def test_layout_mutation_invalidates_cache():
 @pytest.mark.parametrize("causal,mask,mode", [(False, None, None), (True, "kpm", "add"), (False, "am", "mul")])
 def test_split_rows(poison, monkeypatch, causal, mask, mode):
     """Force every multi-tile row to split into 1-tile programs merged by the combine kernel."""
-    from sparsecli.kernels import _attn_plan
+    from sparsecli.kernels.fused import plan as _attn_plan
 
     monkeypatch.setattr(_attn_plan, "MIN_SPLIT_TILES", 1)
     monkeypatch.setattr(_attn_plan, "_num_sms", lambda device: 10**6)
@@ -135,7 +135,7 @@ def test_gpu_backward_is_deterministic():
 @pytest.mark.parametrize("dtype,causal", [(torch.float16, False), (torch.bfloat16, True)])
 def test_gpu_long_rows(poison, dtype, causal):
     # Rows of thousands of keys take the forward's long-row config (64x128 tiles, 3 stages).
-    from sparsecli.kernels._attn_plan import LONG_ROW_KEYS
+    from sparsecli.kernels.fused.plan import LONG_ROW_KEYS
     assert 4096 * 31 / 32 >= LONG_ROW_KEYS
     check(1, 2, 4096, 64, 128, dtype, causal=causal, device="cuda", density=1.0)
 
@@ -148,7 +148,7 @@ def test_gpu_long_rows(poison, dtype, causal):
 def test_pointer_loads_match_tma_path(poison, monkeypatch, device, causal):
     """Single-segment tiles take TMA loads on Hopper (and under the interpreter); GPUs without
     TMA, or a misaligned base, read the same tiles through pointers."""
-    from sparsecli.kernels import _attn_plan
+    from sparsecli.kernels.fused import plan as _attn_plan
 
     monkeypatch.setattr(_attn_plan, "_has_tma", lambda *xs: False)
     check(2, 2, 256, 32, 64, torch.float16, causal=causal, per_head=True, mask="kpm", mode="add",
@@ -185,7 +185,7 @@ def test_both_dkdv_orientations(poison, monkeypatch, device, block, causal, mask
     with the reference, with masks, causal tiles and empty rows."""
     import dataclasses
 
-    from sparsecli.kernels import _attn_plan
+    from sparsecli.kernels.fused import plan as _attn_plan
 
     default = _attn_plan.default_configs
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sparsecli.kernels import blocksparse_attention
-from sparsecli.kernels._attn_checks import check_args
+from sparsecli.kernels.fused.args import check_args
 from tests.kernels.oracle import rand
 
 

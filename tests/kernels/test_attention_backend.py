@@ -10,8 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsecli.kernels import _attn_backend, _attn_call, blocksparse_attention
-from sparsecli.kernels._attn_backend import ENV, CallSpec, choose
+from sparsecli.kernels import blocksparse_attention
+from sparsecli.kernels.fused import backend as _attn_backend
+from sparsecli.kernels.fused import call as _attn_call
+from sparsecli.kernels.fused.backend import ENV, CallSpec, choose
 from sparsecli.kernels.hopper import launch, support
 from sparsecli.kernels.reference import blocksparse_attention_reference, reference_backward
 from tests.kernels.oracle import make_layout, rand
@@ -94,7 +96,7 @@ def test_public_function_refuses_a_forced_hopper_call_on_cpu():
 
 
 def test_call_spec_reads_the_call():
-    from sparsecli.kernels._attn_checks import check_args
+    from sparsecli.kernels.fused.args import check_args
 
     q, k = rand(2, 4, 256, 64), rand(2, 2, 384, 64)
     args = check_args(q, k, k, torch.ones(2, 3), 128, True, None, None, "add", None, "mul", None, None)

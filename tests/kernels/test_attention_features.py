@@ -107,7 +107,7 @@ def _live_tiles(sch, lay, block, ids):
 def test_segment_filter_keeps_exactly_the_tiles_with_shared_segments():
     """With sorted ids the launcher's per-batch lists hold exactly the tiles whose query and key
     tokens share a segment: packed documents cost what they cost, not the whole row."""
-    from sparsecli.kernels._segments import segment_lists
+    from sparsecli.kernels.fused.segments import segment_lists
     from sparsecli.kernels.lut import tile_schedule
 
     S, block = 256, 16
@@ -132,7 +132,7 @@ def test_grouped_backward_is_deterministic():
 
 @cpu_kernels
 def test_split_rows_with_groups_and_ragged_lengths(monkeypatch):
-    from sparsecli.kernels import _attn_plan
+    from sparsecli.kernels.fused import plan as _attn_plan
 
     monkeypatch.setattr(_attn_plan, "MIN_SPLIT_TILES", 1)
     monkeypatch.setattr(_attn_plan, "_num_sms", lambda device: 10**6)
@@ -145,7 +145,7 @@ def test_head_dims_in_three_pieces(monkeypatch, D, block, tma):
     """Head dims of 3 * 2^k: the forward holds rows as three power-of-two pieces (no dot on
     padding), through TMA and pointer loads, ragged tiles, and split rows merged by the combine
     kernel (which keeps the padded width)."""
-    from sparsecli.kernels import _attn_plan
+    from sparsecli.kernels.fused import plan as _attn_plan
 
     pieces, launch_of = [], _attn_plan._Static.launch_of
 
@@ -171,7 +171,7 @@ def test_d256_block_128_tiles():
 
 @cpu_kernels
 def test_pointer_loads_with_padded_head_dim_and_ragged_tiles(monkeypatch):
-    from sparsecli.kernels import _attn_plan
+    from sparsecli.kernels.fused import plan as _attn_plan
 
     monkeypatch.setattr(_attn_plan, "_has_tma", lambda *xs: False)
     check(2, 2, 70, 40, 64, F16, Hkv=1, Sk=90, causal=True, mask="rpe", mode="bh")

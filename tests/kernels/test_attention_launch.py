@@ -16,7 +16,7 @@ def test_launch_steps_down_stages_until_shared_memory_fits():
     the launch retries with one stage fewer, and remembers the depth that fit."""
     from triton.runtime.errors import OutOfResources
 
-    from sparsecli.kernels import _attn_plan as attention
+    from sparsecli.kernels.fused import plan as attention
 
     class FakeKernel:
         def __init__(self, fits):
@@ -44,7 +44,7 @@ def test_launch_steps_down_stages_until_shared_memory_fits():
 
 
 def test_tma_needs_every_operand_aligned():
-    from sparsecli.kernels._attn_plan import _has_tma
+    from sparsecli.kernels.fused.plan import _has_tma
 
     buf = torch.zeros(2 * 64 * 16 + 1, dtype=torch.float16)
     aligned, shifted = buf[:2048].view(1, 2, 64, 16), buf[1:2049].view(1, 2, 64, 16)
@@ -55,7 +55,7 @@ def test_tma_needs_every_operand_aligned():
 def test_rows_descriptor_matches_from_tensor():
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    from sparsecli.kernels._attn_plan import _rows_descriptor
+    from sparsecli.kernels.fused.plan import _rows_descriptor
 
     x = torch.zeros(2, 3, 64, 32, dtype=torch.float16)
     got, want = _rows_descriptor(x, 16), TensorDescriptor.from_tensor(x.view(-1, 32), [16, 32])
@@ -67,7 +67,7 @@ def test_rows_descriptor_matches_from_tensor():
 
 def test_tma_follows_the_device_capability(monkeypatch):
     """The CUDA branch of the TMA choice, without a GPU: Hopper (9.x) and later take TMA."""
-    from sparsecli.kernels import _tma as attention
+    from sparsecli.kernels.fused import tma as attention
 
     class FakeCuda:
         is_cuda = True
@@ -88,7 +88,8 @@ def test_second_call_builds_nothing(monkeypatch):
     """Schedules, configs and launch knobs come from the layout cache after the first call: the
     hot path reads no layout contents (no host sync on a GPU layout, nothing for torch.compile
     or a CUDA graph to trip over)."""
-    from sparsecli.kernels import _attn_plan, lut
+    from sparsecli.kernels import lut
+    from sparsecli.kernels.fused import plan as _attn_plan
 
     q = torch.zeros(1, 4, 100, 24)
     kv = torch.zeros(1, 2, 70, 24)
@@ -112,7 +113,7 @@ def test_second_call_builds_nothing(monkeypatch):
 def test_padded_head_dim_descriptor():
     """TMA tiles of a head dim that is not a power of two are HEAD_DIM wide; the tensor's own D
     bounds the copy, so the columns past it read as zeros."""
-    from sparsecli.kernels._attn_plan import _rows_descriptor
+    from sparsecli.kernels.fused.plan import _rows_descriptor
 
     x = torch.zeros(1, 2, 64, 40, dtype=torch.float16)
     d = _rows_descriptor(x, 32, 64)

@@ -58,7 +58,7 @@ def test_second_q_buffer_fits_shared_memory(compiled):
 
 
 def test_plan_schedules_use_hopper_tiles():
-    from sparsecli.kernels._attn_plan import AttnArgs, _Plan
+    from sparsecli.kernels.fused.plan import AttnArgs, _Plan
 
     lay = torch.ones(2, 4, 4, dtype=torch.long)
     plan = _Plan(AttnArgs(lay, 128, backend="hopper"), (1, 2, 512, 64), (1, 2, 512, 64), torch.bfloat16,

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sparsecli.kernels import blocksparse_attention
-from sparsecli.kernels._attn_plan import AttnArgs, _Plan
+from sparsecli.kernels.fused.plan import AttnArgs, _Plan
 from sparsecli.kernels.hopper import launch
 from sparsecli.kernels.hopper import variants as V
 from tests.kernels.oracle import check, make_layout, rand, rel

@@ -95,7 +95,8 @@ def test_converted_layout_freed_with_source():
 def test_three_op_builds_tables_once(monkeypatch):
     """MatMul sdd, dsd and Softmax on one (int64) layout walk it once, at construction; calls
     then read the tables from the op without any lookup."""
-    from sparsecli.kernels import matmul, softmax
+    from sparsecli.kernels.threeop import matmul
+    from sparsecli.kernels.threeop import softmax
 
     builds = []
     real = lut._build_tables

@@ -12,10 +12,10 @@ import numbers
 
 import torch
 
-from ._attn_backend import call_spec, choose
-from ._attn_plan import AttnArgs
-from ._checks import BLOCKS, DTYPES
-from .masks import check_mode
+from .backend import call_spec, choose
+from .plan import AttnArgs
+from .._checks import BLOCKS, DTYPES
+from ..masks import check_mode
 
 MAX_HEAD_DIM = 256
 
@@ -144,7 +144,7 @@ def check_segment_ids(segment_ids, B, Sq, Sk, device) -> None:
 def check_args(q, k, v, layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode,
                attn_mask, attn_mask_mode, rpe, segment_ids, backend="auto") -> AttnArgs:
     """Validate one call (raising ValueError) and return its arguments besides q, k, v, with the
-    kernels that will run it (``_attn_backend.choose``)."""
+    kernels that will run it (``fused.backend.choose``)."""
     B, Hq, Hkv, Sq, Sk, D = check_qkv(q, k, v)
     check_layout(layout, block, Hq, Sq, Sk)
     scale = check_scale(sm_scale, D)

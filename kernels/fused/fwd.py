@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-from ._attn_common import _batch_lists, _key_tile_scores, _load_pieces, _program, _store_rows
+from .common import _batch_lists, _key_tile_scores, _load_pieces, _program, _store_rows
 
 
 @triton.jit

@@ -5,7 +5,7 @@ Shapes follow DeepSpeed (reference §3.2): dense operands ``(Z, H, rows, cols)``
 singletons and the result loses as many leading dims as the inputs lacked (up to 4-D).
 The layout describes the *stored* sparse operand: C for sdd, A for dsd, B for dds.
 
-Every product and gradient is one of two kernels (``_matmul_kernels``) on strided views:
+Every product and gradient is one of two kernels (``matmul_kernels``) on strided views:
 with ``A_ = op(A)``, ``B_ = op(B)``, ``S_ = op(S)`` (a transpose where trans_* is set)
 
 - sdd  C = A_ B_:   dA_ = dsd(C, B_^T),  dB_ = (dsd(C^T, A_))^T
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from . import _matmul_kernels as K
-from ._checks import check_block, check_tensor, interpreter_bf16
-from .lut import as_layout, block_tables, list_chunks
+from . import matmul_kernels as K
+from .._checks import check_block, check_tensor, interpreter_bf16
+from ..lut import as_layout, block_tables, list_chunks
 
 MODES = ("sdd", "dsd", "dds")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .kinds import KINDS
+from .registry import KINDS
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class CompositeSpec:
                 "parts": [{"mode": p.mode, "num_heads": p.num_heads, **p.values} for p in self.parts]}
 
     def build(self):
-        from .layouts.composite import CompositeSparsityConfig
+        from .composite import CompositeSparsityConfig
 
         return CompositeSparsityConfig([p.build() for p in self.parts], self.mode)
 

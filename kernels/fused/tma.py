@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from ._checks import interpreting
+from .._checks import interpreting
 
 
 def _device_index(device) -> int:

@@ -11,7 +11,7 @@ has a dQ program, empty rows included), which the dK/dV launch then reads.
 import triton
 import triton.language as tl
 
-from ._attn_common import (_batch_lists, _inner_tokens, _key_tile_scores, _load_rows, _load_tile,
+from .common import (_batch_lists, _inner_tokens, _key_tile_scores, _load_rows, _load_tile,
                            _load_vec, _program, _scores, _store_rows)
 
 

@@ -3,7 +3,7 @@ Triton or Hopper, ``args.backend``), or on plain CPU tensors (no Triton interpre
 block-row-walking PyTorch reference and its row-by-row backward (O(S * block) memory either way).
 
 Shared by the eager autograd function (``kernels/attention.py``) and the ``torch.library`` ops
-(``kernels/_attn_op.py``), so compiled graphs and eager calls run the same code. The kernels'
+(``kernels/fused/op.py``), so compiled graphs and eager calls run the same code. The kernels'
 lse is in log2 units with +inf for a query that attends nothing (what the backward wants);
 ``natural_lse`` turns it into what the API returns.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from ._attn_plan import LOG2E, AttnArgs, _backward, _forward, _Plan
-from ._checks import interpreter_bf16, interpreting
-from .lut import as_layout
+from .plan import LOG2E, AttnArgs, _backward, _forward, _Plan
+from .._checks import interpreter_bf16, interpreting
+from ..lut import as_layout
 
 LN2 = 0.6931471805599453
 
@@ -49,7 +49,7 @@ def _launchers(args: AttnArgs):
     """(forward, backward) of the kernels chosen for the call (``args.backend``): both take the
     plan and contiguous operands, and keep lse in the same log2 convention."""
     if args.backend == "hopper":
-        from .hopper import launch
+        from ..hopper import launch
 
         return launch.forward, launch.backward
     return _forward, _backward
@@ -58,7 +58,7 @@ def _launchers(args: AttnArgs):
 def run_forward(args: AttnArgs, q, k, v):
     """(out in q's dtype, lse in the kernels' log2 convention, plan or None for the reference)."""
     if not uses_kernels(q):
-        from .reference import blocksparse_attention_reference
+        from ..reference import blocksparse_attention_reference
 
         as_layout(args.layout)  # the same 0/1 validation as the kernel path
         with torch.no_grad():
@@ -77,7 +77,7 @@ def run_backward(args: AttnArgs, plan, q, k, v, out, lse, dout, dlse):
         dout = torch.zeros_like(out)
     dlse_nat = None if dlse is None else dlse * LOG2E
     if not uses_kernels(q):
-        from .reference import reference_backward
+        from ..reference import reference_backward
 
         grads = reference_backward(dout, dlse_nat, q, k, v, out, args.layout, args.block, **_reference_kwargs(args, q))
     else:

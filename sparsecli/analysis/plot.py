@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .output_files import write_atomic
+from ..plumbing.output_files import write_atomic
 
 MAX_PANELS = 8
 MAX_PIXELS = 1024

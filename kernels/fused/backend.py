@@ -62,7 +62,7 @@ def env_choice() -> str:
 
 def hopper_reason(spec: CallSpec) -> str:
     """"" when the Hopper kernels can take the call, else why not."""
-    from .hopper.support import supports
+    from ..hopper.support import supports
 
     return supports(spec)
 

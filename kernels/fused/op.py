@@ -14,8 +14,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._attn_call import run_backward, run_forward
-from ._attn_plan import AttnArgs
+from .call import run_backward, run_forward
+from .plan import AttnArgs
 
 
 @torch.library.custom_op("sparsecli::blocksparse_attention_fwd", mutates_args=())

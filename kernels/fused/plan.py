@@ -13,9 +13,9 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import dot_precision, next_pow2
-from ._tma import _device_index, _has_tma, _rows_descriptor  # noqa: F401 (tests patch _has_tma here)
-from .lut import as_layout, cached_per_layout, tile_schedule, tile_size
+from .._checks import dot_precision, next_pow2
+from .tma import _device_index, _has_tma, _rows_descriptor  # noqa: F401 (tests patch _has_tma here)
+from ..lut import as_layout, cached_per_layout, tile_schedule, tile_size
 
 LOG2E = 1.4426950408889634
 MASK_NONE, MASK_ADD, MASK_KEEP = 0, 1, 2
@@ -98,7 +98,7 @@ CONFIG_OVERRIDE = None
 
 
 class AttnArgs(NamedTuple):
-    """One call's arguments besides q, k, v, validated (``_attn_checks.check_args``)."""
+    """One call's arguments besides q, k, v, validated (``fused.args.check_args``)."""
 
     layout: torch.Tensor
     block: int
@@ -110,7 +110,7 @@ class AttnArgs(NamedTuple):
     attn_mask_mode: str = "mul"
     rpe: torch.Tensor | None = None
     segment_ids: torch.Tensor | None = None
-    backend: str = "triton"  # the kernels that run the call: "triton" or "hopper" (_attn_backend)
+    backend: str = "triton"  # the kernels that run the call: "triton" or "hopper" (fused.backend)
 
 
 def _prep_mask(mask, mode):
@@ -156,7 +156,7 @@ class _Static:
         self.head_dim = tile_head_dim(self.D)
         self.layout, self.block, self.causal, self.device, self.has_ids = layout, block, causal, device, has_ids
         if backend == "hopper":  # the Hopper kernels' tiles; their launch knobs live with them
-            from .hopper.variants import PLAN_TILES
+            from ..hopper.variants import PLAN_TILES
 
             fwd, dkdv, dq = (KernelConfig(*PLAN_TILES[w], 4, 1) for w in ("fwd", "dkdv", "dq"))
         else:
@@ -237,10 +237,10 @@ class _Plan:
 
     def lists(self, sch):
         """(programs, seg_start, tile_bits, counts) with segment_ids: this call's per-batch
-        compaction of the schedule's lists (``kernels/_segments.py``)."""
+        compaction of the schedule's lists (``kernels/fused/segments.py``)."""
         hit = self._lists.get(id(sch))
         if hit is None or hit[0] is not sch:
-            from ._segments import segment_lists
+            from .segments import segment_lists
 
             hit = self._lists[id(sch)] = (sch, segment_lists(sch, self.ids))
         return (sch.programs, *hit[1])
@@ -324,7 +324,7 @@ def _sm_count(index: int) -> int:
 
 def _forward(plan: _Plan, q, k, v):
     """(out, lse) of contiguous q, k, v; lse in log2 units, +inf for a query attending nothing."""
-    from ._attn_fwd import _attn_fwd, _attn_fwd_combine  # at first launch: see tests/interpreter.py
+    from .fwd import _attn_fwd, _attn_fwd_combine  # at first launch: see tests/interpreter.py
 
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
@@ -346,7 +346,7 @@ def _forward(plan: _Plan, q, k, v):
 
 def _backward(plan: _Plan, q, k, v, out, lse, dout, dlse=None):
     """(dq, dk, dv); ``dlse``: the gradient of the natural-log lse, or None."""
-    from ._attn_bwd import _attn_bwd
+    from .bwd import _attn_bwd
 
     dout = dout.contiguous()
     delta = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)

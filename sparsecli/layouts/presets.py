@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
-from .kinds import BOOL, COMPOSITIONS, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, REQUIRED, STR, kinds_using
-from .sparsity_spec import CompositeSpec, SparsitySpec
+from ..plumbing.errors import UserError
+from .registry import BOOL, COMPOSITIONS, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, REQUIRED, STR, kinds_using
+from .spec import CompositeSpec, SparsitySpec
 
 PROVIDERS = ("sparse", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked", "flex",
              "flex-flash", "fa4", "naive")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .kernels._checks import interpreting
-from .kernels.masks import additive_mask
+from ..kernels._checks import interpreting
+from ..kernels.masks import additive_mask
 
 BACKENDS = ("fused", "three_op")
 
@@ -26,7 +26,7 @@ class _FusedOp(_LayoutOp):
 
     def __call__(self, q, k, v, *, causal, kpm=None, kpm_mode="add", am=None, am_mode="mul", rpe=None,
                  sm_scale=None):
-        from .kernels import blocksparse_attention
+        from ..kernels import blocksparse_attention
 
         return blocksparse_attention(
             q, k, v, self.layout, self.block, causal=causal, sm_scale=sm_scale,
@@ -42,7 +42,7 @@ class _ThreeOp:
     """
 
     def __init__(self, layout, block):
-        from .kernels import MatMul, Softmax
+        from ..kernels import MatMul, Softmax
 
         self.sdd = MatMul(layout, block, "sdd", trans_a=False, trans_b=True)
         self.dsd = MatMul(layout, block, "dsd")

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .lut import TileSchedule
+from ..lut import TileSchedule
 
 CHUNK = 16  # tiles examined at once per program
 

@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import dot_precision, group_size, interpreting, next_pow2
-from ._tiles import chunk_offsets, load_dense_pieces, load_sparse_chunk
+from .._checks import dot_precision, group_size, interpreting, next_pow2
+from .tiles import chunk_offsets, load_dense_pieces, load_sparse_chunk
 
 # Tokens one tile spans along the grouped axis: blocks of 16/32 are grouped up to this width.
 _GROUP_TOKENS = 64

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import SparseSelfAttention
-from .kernels.masks import additive_mask
-from .layouts import FixedSparsityConfig
+from ..kernels.masks import additive_mask
+from ..layouts import FixedSparsityConfig
 
 # How each transformers release hands self-attention its arguments (read from BertAttention.forward):
 # 4.40-4.53 positionally, in this order, after attention_mask; 4.57 by keyword (past_key_values,

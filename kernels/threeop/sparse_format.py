@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .lut import as_layout
+from ..lut import as_layout
 
 
 def _blocked(layout, block: int, x: torch.Tensor, dims: int):

@@ -17,10 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import check_block, check_tensor, group_size, interpreter_bf16, interpreting
-from ._tiles import chunk_ids, chunk_offsets
-from .lut import BlockTables, as_layout, block_tables
-from .masks import additive_mask, check_mode
+from .._checks import check_block, check_tensor, group_size, interpreter_bf16, interpreting
+from .tiles import chunk_ids, chunk_offsets
+from ..lut import BlockTables, as_layout, block_tables
+from ..masks import additive_mask, check_mode
 
 # Elements of one chunk tile (BLOCK x G*BLOCK): enough work per step, bounded registers.
 _CHUNK_ELEMS = 4096

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention_backends import BACKENDS, make_op
-from .kernels.masks import check_mode
-from .layouts import FixedSparsityConfig
+from .backends import BACKENDS, make_op
+from ..kernels.masks import check_mode
+from ..layouts import FixedSparsityConfig
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
