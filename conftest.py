@@ -6,7 +6,7 @@ sitecustomize may import it first) shadowed ours, and collection failed with Imp
 every ``--import-mode`` (the issue-11 GPU run; ``tests/test_collection.py`` reproduces it).
 pytest loads this rootdir conftest before any conftest or test module under ``tests/``, so the
 package is bound here by path, without touching ``sys.path`` (which decides which ``sparsecli``
-the run imports: an install, or a tree's folder of links in ``scripts/gpu_issue11.sh``).
+the run imports: an install, or a tree's folder of links in ``scripts/gpu_features.sh``).
 """
 import importlib.util
 import sys

@@ -1,4 +1,4 @@
-"""Issue-3 performance table: fused block-sparse attention vs compiled Flex and SDPA FLASH.
+"""Performance table: fused block-sparse attention vs compiled Flex and SDPA FLASH.
 
 Same-run ratios on one GPU. Every case checks our output against Flex (or SDPA for the dense
 layout) on the same inputs before timing. Timing: ``triton.testing.do_bench`` median; memory in
@@ -9,126 +9,26 @@ a user calls it (``backend="auto"``: the Hopper kernels on sm90 where they take 
 SPARSECLI_ATTENTION_BACKEND=triton to time the portable kernels alone); the Hopper kernels are
 also timed forced (``backend="hopper"``, ``hopper`` columns) where they take the case.
 
-    python scripts/bench_attention.py [--cases SUBSTR ...] [--tune] [--out FILE]
-    python scripts/bench_attention.py --issue11 [--parts PART ...] [--out FILE]  # GQA, head dims, decode, compile
-    python scripts/bench_attention.py --summary TABLE.json TUNE.json   # issue-11 head dims after a sweep
+    python scripts/bench_attention.py [--cases SUBSTR ...] [--out FILE]
     python scripts/bench_attention.py --ours-only --out OLD.json  # run once per tree (PYTHONPATH),
     python scripts/bench_attention.py --compare-ours OLD.json NEW.json  # then compare them
+
+GQA, head dims, decode and the compiled step: ``bench_features.py``; tile sweeps: ``tune_tiles.py``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sparsecli import (BigBirdSparsityConfig, BSLongformerSparsityConfig, DenseSparsityConfig,
-                       FixedSparsityConfig, LocalSlidingWindowSparsityConfig)
+from attention_cases import H, Case, cases, dump, env, make_layout, peak_mib, rel, step, warm_gpu  # noqa: F401
 from sparsecli.kernels import blocksparse_attention
-
-try:  # the launcher (configs, plans); trees before issue 11 kept it in kernels/attention.py
-    from sparsecli.kernels.fused import plan as attn
-except ImportError:  # --ours-only also times those trees
-    from sparsecli.kernels import attention as attn
-
-H = 16
-BF16, FP16 = torch.bfloat16, torch.float16
-
-
-@dataclass(frozen=True)
-class Case:
-    layout: str  # sliding / fixed / bigbird / longformer / dense
-    block: int
-    S: int
-    B: int
-    D: int
-    dtype: torch.dtype
-    mode: str  # fwd / fwdbwd
-    target: str  # which issue-3 row this case answers
-
-    @property
-    def case_id(self):
-        dt = "bf16" if self.dtype == BF16 else "fp16"
-        return f"{self.layout}-b{self.block}-S{self.S}-B{self.B}-D{self.D}-{dt}-{self.mode}"
-
-
-def make_layout(kind: str, block: int, S: int, heads: int = H) -> torch.Tensor:
-    # ~384-token windows at every block size (DeepSpeed spans w // 2 blocks each side: 3 blocks
-    # at 128, 7 at 64, 13 at 32, 25 at 16)
-    w = max(1, 384 // block)
-    cfg = {
-        "sliding": lambda: LocalSlidingWindowSparsityConfig(heads, block, num_sliding_window_blocks=w,
-                                                            attention="bidirectional"),
-        "fixed": lambda: FixedSparsityConfig(heads, block, num_local_blocks=max(1, 512 // block),
-                                             num_global_blocks=1),
-        "bigbird": lambda: BigBirdSparsityConfig(heads, block, num_random_blocks=max(1, 128 // block),
-                                                 num_sliding_window_blocks=w,
-                                                 num_global_blocks=max(1, 128 // block)),
-        "longformer": lambda: BSLongformerSparsityConfig(heads, block, num_sliding_window_blocks=w,
-                                                         global_block_indices=[0]),
-        "dense": lambda: DenseSparsityConfig(heads, block),
-    }[kind]()
-    return cfg.make_layout(S)
-
-
-def cases():
-    """H=16; B*S = 32k tokens (64k for the short dense rows), S from 4096 to 32768."""
-    out = []
-    for D in (64, 128):
-        for dt in (BF16, FP16):
-            for mode in ("fwd", "fwdbwd"):
-                out.append(Case("sliding", 128, 8192, 4, D, dt, mode, "b128<=0.9flex"))
-        for mode in ("fwd", "fwdbwd"):
-            out.append(Case("fixed", 128, 16384, 2, D, BF16, mode, "b128<=0.9flex"))
-        out.append(Case("bigbird", 128, 16384, 2, D, BF16, "fwd", "global<=0.67flex"))
-        out.append(Case("longformer", 128, 32768, 1, D, BF16, "fwd", "global<=0.67flex"))
-    for block in (16, 32, 64):
-        for mode in ("fwd", "fwdbwd"):
-            out.append(Case("sliding", block, 8192, 4, 64, BF16, mode, "small>=3xflex"))
-        out.append(Case("bigbird", block, 16384, 2, 64, BF16, "fwd", "small>=3xflex"))
-    for D in (64, 128):
-        for mode in ("fwd", "fwdbwd"):
-            out.append(Case("dense", 128, 4096, 8, D, BF16, mode, "dense>=1.2xflash"))
-    out.append(Case("dense", 128, 4096, 8, 64, FP16, "fwd", "dense>=1.2xflash"))
-    return out
-
-
-def warm_gpu(seconds=3.0):
-    """Keep the GPU busy until it has left its idle clocks: without this the first case a process
-    times ran 30-50% slow (tune run 8: 0.284 vs 0.179 ms for the same kernel)."""
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for _ in range(10):
-            a @ a
-        torch.cuda.synchronize()
-
-
-def rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-def step(fn, q, k, v, dout, mode):
-    if mode == "fwd":
-        return lambda: fn(q, k, v)
-    return lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), dout)
-
-
-def peak_mib(run):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    run()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
-
 
 def run_case(c: Case, check=True, warm_only=False):
     lay = make_layout(c.layout, c.block, c.S).cuda()
@@ -208,78 +108,45 @@ def _time_hopper(row, c, lay, q, k, v, dout, flops, ours):
     row["hopper_over_flex"] = row["hopper_ms"] / row["flex_ms"]
 
 
-def env():
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return dict(gpu=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
-                torch=torch.__version__, triton=triton.__version__, cuda=torch.version.cuda, git_sha=sha)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="*", default=[], help="keep cases whose id contains any of these")
-    ap.add_argument("--tune", action="store_true", help="sweep tile configs instead of the table")
     ap.add_argument("--warm-only", action="store_true", help="compile (a shard of) the cases, do not time")
     ap.add_argument("--shard", default="0/1", help="with --warm-only: I/N, this process's share")
-    ap.add_argument("--issue11", action="store_true", help="GQA, head dims, decode, compiled model step")
-    ap.add_argument("--parts", nargs="*", choices=("gqa", "head_dim", "decode", "model_step"),
-                    help="with --issue11: the parts to run (default all)")
-    ap.add_argument("--summary", nargs=2, metavar=("TABLE", "TUNE"), help="an --issue11 and a --tune JSON")
     ap.add_argument("--ours-only", action="store_true", help="time only our kernel (any tree on PYTHONPATH)")
     ap.add_argument("--compare-ours", nargs=2, metavar=("OLD", "NEW"), help="two --ours-only JSONs")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "bench_attention.json"))
     args = ap.parse_args()
     if args.compare_ours:
         return compare_ours(*args.compare_ours)
-    if args.summary:
-        from bench_tune import summary
-        table, tuned = ({"results": []} if not os.path.exists(p) else json.load(open(p)) for p in args.summary)
-        return summary(tuned["results"], table["results"])
-    if args.tune:
-        from bench_tune import TUNE_CASES, TUNE_EXTRA, print_tune, tune
     torch._dynamo.config.cache_size_limit = 64
     torch._dynamo.config.automatic_dynamic_shapes = False  # Flex compiled per shape, as users run it
-    wanted = args.cases or (TUNE_CASES if args.tune else [])
+    pool = cases()
     # In the order of the patterns given (cases a cut-short run must reach first go first).
-    pool = cases() + (TUNE_EXTRA if args.tune else [])
-    selected = pool if not wanted else list(dict.fromkeys(c for w in wanted for c in pool if w in c.case_id))
+    selected = pool if not args.cases else list(dict.fromkeys(c for w in args.cases for c in pool if w in c.case_id))
     shard = tuple(int(x) for x in args.shard.split("/"))
-    if args.issue11 and args.warm_only:  # compile what the chosen parts run, time nothing
-        from bench_attention_features import issue11_rows
-        return issue11_rows(args.parts, warm_only=True, shard=shard)
-    if args.warm_only and not args.tune:
+    if args.warm_only:
         for c in selected[shard[0]::shard[1]]:
             ours_only(c, warm_only=True) if args.ours_only else run_case(c, warm_only=True)
         return
-    if not args.warm_only:
-        warm_gpu()
-    if args.issue11 or args.ours_only:
-        if args.issue11:
-            from bench_attention_features import issue11_rows
-            rows = issue11_rows(args.parts, on_rows=lambda rows: _dump(args.out, rows))
-        else:
-            ours_only(selected[0])  # throwaway first case (see below)
-            rows = [ours_only(c) for c in selected]
-        _dump(args.out, rows)
+    warm_gpu()
+    if args.ours_only:
+        ours_only(selected[0])  # throwaway first case (see below)
+        dump(args.out, [ours_only(c) for c in selected])
         return
-    if args.tune:
-        rows = tune(selected, args.warm_only, shard, on_row=lambda rows: _dump(args.out, rows))
-        if args.warm_only:
-            return
-    else:
-        rows = []
-        # A throwaway first case: the first one a process times ran up to 40% slow even after
-        # warm_gpu (run 13), the host side of the first calls included.
-        if selected:
-            run_case(selected[0], check=False)
-        for c in selected:
-            rows.append(run_case(c))
-            r = rows[-1]
-            print(f"{c.case_id:42s} ours {r['ours_ms']:8.3f} ms {r['ours_tflops']:6.0f} TF/s | "
-                  f"flex x{r['ours_over_flex']:.2f} flash x{r['ours_over_flash']:.2f} "
-                  f"err {r['rel_err_vs_baseline']:.1e}", file=sys.stderr, flush=True)
-            _dump(args.out, rows)  # after every case: a run cut short keeps what it measured
-    _dump(args.out, rows)
-    (print_tune if args.tune else print_table)(rows)
+    rows = []
+    # A throwaway first case: the first one a process times ran up to 40% slow even after
+    # warm_gpu (run 13), the host side of the first calls included.
+    if selected:
+        run_case(selected[0], check=False)
+    for c in selected:
+        rows.append(run_case(c))
+        r = rows[-1]
+        print(f"{c.case_id:42s} ours {r['ours_ms']:8.3f} ms {r['ours_tflops']:6.0f} TF/s | "
+              f"flex x{r['ours_over_flex']:.2f} flash x{r['ours_over_flash']:.2f} "
+              f"err {r['rel_err_vs_baseline']:.1e}", file=sys.stderr, flush=True)
+        dump(args.out, rows)  # after every case: a run cut short keeps what it measured
+    print_table(rows)
 
 
 # ---- before/after: our kernel alone on the cases above, one process per source tree ----------
@@ -314,11 +181,6 @@ def compare_ours(old_path, new_path):
         print(f"{cid:44s} {o['ms']:8.4f} {n['ms']:8.4f} {r:7.3f} {g:13.3f}{'  <-- > 1.03' if min(r, g) > 1.03 else ''}")
     if worst:
         print(f"worst new/old (the better of median and graph per case): {max(worst)[0]:.3f} ({max(worst)[3]})")
-
-
-def _dump(path, rows):
-    with open(path, "w") as f:
-        json.dump({"schema_version": 1, "env": env(), "results": rows}, f, indent=1)
 
 
 def print_table(rows):

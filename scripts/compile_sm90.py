@@ -10,7 +10,7 @@ is below 64 per warpgroup).
 
     python scripts/compile_sm90.py              # the variants of the GPU test grid's shapes
     TRITON_CACHE_DIR=/tmp/tc python scripts/compile_sm90.py --tma off
-    python scripts/compile_sm90.py --candidates 96 256   # bench_tune.py's TUNE lists
+    python scripts/compile_sm90.py --candidates 96 256   # tune_tiles.py's TUNE lists
 """
 from __future__ import annotations
 
@@ -88,10 +88,10 @@ def _call(blocksparse_attention, B, Hq, Hkv, Sq, Sk, D, block, causal=False, seg
 
 
 def _candidates(head_dims, attn_plan, blocksparse_attention):
-    """Every config of bench_tune.py's TUNE lists for these head dims, on the sweep's shape
+    """Every config of tune_tiles.py's TUNE lists for these head dims, on the sweep's shape
     (sliding-window rows at block 128, full tiles, TMA), one pass varied at a time."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_tune import TUNE
+    from tune_tiles import TUNE
 
     for D in head_dims:
         defaults = attn_plan.default_configs(128, attn_plan.tile_head_dim(D), torch.bfloat16)
@@ -106,7 +106,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tma", choices=("on", "off", "both"), default="both")
     ap.add_argument("--candidates", nargs="+", type=int, metavar="D",
-                    help="compile bench_tune.py's TUNE configs for these head dims (TMA on) instead")
+                    help="compile tune_tiles.py's TUNE configs for these head dims (TMA on) instead")
     args = ap.parse_args()
     triton.runtime.driver.set_active(_Sm90Driver())
     JITFunction.run = _compile_only

@@ -33,7 +33,7 @@ from sparsecli.kernels import blocksparse_attention
 from sparsecli.kernels.hopper import launch
 from sparsecli.kernels.reference import blocksparse_attention_reference
 
-from bench_attention import warm_gpu  # this folder: the same warm-up as the kernel bench
+from attention_cases import warm_gpu  # this folder: the same warm-up as the kernel bench
 
 H, BLOCK, TOKENS = 16, 128, 65536
 TOL = {"fwd": 1.5e-2, "bwd": 3e-2}  # bf16 bounds of the kernel tests (out, gradients)

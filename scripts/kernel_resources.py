@@ -3,7 +3,7 @@
 Spills are what the D128 dK/dV tile shape is fighting (docs/perf-notes.md, run 12). GPU only;
 reads Triton's compiled-kernel metadata (n_regs / n_spills), which is not a stable API.
 
-    python scripts/kernel_resources.py CASE_ID [CASE_ID ...]   # ids from bench_attention.py
+    python scripts/kernel_resources.py CASE_ID [CASE_ID ...]   # ids from attention_cases.cases()
 """
 import sys
 
@@ -11,7 +11,7 @@ import torch
 from triton.runtime.jit import JITFunction
 
 sys.path.insert(0, "scripts")
-import bench_attention as bench  # noqa: E402
+import attention_cases as bench  # noqa: E402
 from sparsecli.kernels import blocksparse_attention  # noqa: E402
 
 SEEN = {}

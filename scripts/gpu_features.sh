@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 11 on one GPU, in one call (docs/perf-notes.md, "Issue 11"). Steps, all by default:
+# The features table on one GPU, in one call (docs/perf-notes.md). Steps, all by default:
 #   tests   the GPU tier of the attention kernel tests, new grid included     -> $OUT/pytest.txt
-#   table   the issue-11 table (GQA, head dims, decode vs Flex, compiled step) -> $OUT/issue11.json
+#   table   the features table (GQA, head dims, decode vs Flex, compiled step) -> $OUT/features.json
 #   before  our kernel on every pre-existing case, pre-change tree vs this one -> $OUT/ours-{old,new}.json
 #   host    host time per call, pre-change tree vs this one (stdout)
 #   tune    the tile sweep for head dims 96 and 256                             -> $OUT/tune.json
@@ -10,9 +10,9 @@
 #                                                                    -> $OUT/tune.json, $OUT/table.json
 # Everything else goes to stdout (the caller tees it): $OUT holds at most 6 files.
 #
-#   OLD=/path/to/pre-change/tree bash scripts/gpu_issue11.sh [STEP ...]    # from this tree's root
+#   OLD=/path/to/pre-change/tree bash scripts/gpu_features.sh [STEP ...]    # from this tree's root
 set -uo pipefail
-OUT=${OUT:-/tmp/issue11}
+OUT=${OUT:-/tmp/features}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
 steps=${*:-tests table before host}
@@ -44,9 +44,9 @@ for step in $steps; do
       > "$OUT/pytest.txt" 2>&1
     tail -15 "$OUT/pytest.txt" ;;
   table)
-    echo "== issue-11 table"
-    PYTHONPATH=$P_NEW timeout "${TABLE_S:-150}" python3 scripts/bench_attention.py --issue11 \
-      --out "$OUT/issue11.json" ;;
+    echo "== features table"
+    PYTHONPATH=$P_NEW timeout "${TABLE_S:-150}" python3 scripts/bench_features.py \
+      --out "$OUT/features.json" ;;
   before)
     echo "== our kernel before/after on the pre-existing cases"
     for tree in old new; do
@@ -65,26 +65,27 @@ for step in $steps; do
       echo -n "$tree: " && PYTHONPATH=$P python3 scripts/host_overhead.py --cuda --calls 200
     done ;;
   open)
-    echo "== issue-11 open rows: D96/D256 tile sweep, head-dim fractions, compiled GQA step"
+    echo "== open rows: D96/D256 tile sweep, head-dim fractions, compiled GQA step"
     # Compile first, in 16 parallel processes (11 sweep shards, 4 head-dim shards, the compiled
     # step): Triton's and inductor's disk caches then serve the timing processes.
-    warm="timeout ${WARM_S:-50} python3 scripts/bench_attention.py --warm-only"
+    warm_tune="timeout ${WARM_S:-50} python3 scripts/tune_tiles.py --warm-only"
+    warm_features="timeout ${WARM_S:-50} python3 scripts/bench_features.py --warm-only"
     for i in $(seq 0 10); do
-      PYTHONPATH=$P_NEW $warm --tune --cases D96 D256 --shard "$i/11" > /dev/null 2>&1 &
+      PYTHONPATH=$P_NEW $warm_tune --cases D96 D256 --shard "$i/11" > /dev/null 2>&1 &
     done
     for i in 0 1 2 3; do
-      PYTHONPATH=$P_NEW $warm --issue11 --parts head_dim --shard "$i/4" > /dev/null 2>&1 &
+      PYTHONPATH=$P_NEW $warm_features --parts head_dim --shard "$i/4" > /dev/null 2>&1 &
     done
-    PYTHONPATH=$P_NEW $warm --issue11 --parts model_step > /dev/null 2>&1 &
+    PYTHONPATH=$P_NEW $warm_features --parts model_step > /dev/null 2>&1 &
     wait
-    PYTHONPATH=$P_NEW timeout "${TUNE_S:-45}" python3 scripts/bench_attention.py --tune --cases D96 D256 \
-      --out "$OUT/tune.json" 2> /tmp/issue11-tune.err || tail -4 /tmp/issue11-tune.err
-    PYTHONPATH=$P_NEW timeout "${TABLE_S:-45}" python3 scripts/bench_attention.py --issue11 --parts head_dim \
+    PYTHONPATH=$P_NEW timeout "${TUNE_S:-45}" python3 scripts/tune_tiles.py --cases D96 D256 \
+      --out "$OUT/tune.json" 2> /tmp/tune.err || tail -4 /tmp/tune.err
+    PYTHONPATH=$P_NEW timeout "${TABLE_S:-45}" python3 scripts/bench_features.py --parts head_dim \
       model_step --out "$OUT/table.json" 2>&1 | cut -c1-220
-    PYTHONPATH=$P_NEW python3 scripts/bench_attention.py --summary "$OUT/table.json" "$OUT/tune.json" ;;
+    PYTHONPATH=$P_NEW python3 scripts/tune_tiles.py --summary "$OUT/table.json" "$OUT/tune.json" ;;
   tune)
     echo "== tile sweep, head dims 96 and 256"
-    PYTHONPATH=$P_NEW timeout "${TUNE_S:-150}" python3 scripts/bench_attention.py --tune --cases D96 D256 \
+    PYTHONPATH=$P_NEW timeout "${TUNE_S:-150}" python3 scripts/tune_tiles.py --cases D96 D256 \
       --out "$OUT/tune.json" ;;
   esac
 done

@@ -1,5 +1,8 @@
-"""Issue-11 table: GQA vs MHA, head dims 96/256 vs 128, decode vs FlexAttention, and a compiled
-GQA model step vs eager. Run through ``python scripts/bench_attention.py --issue11``.
+"""Features table: GQA vs MHA, head dims 96/256 vs 128, decode vs FlexAttention, and a compiled
+GQA model step vs eager.
+
+    python scripts/bench_features.py [--parts gqa head_dim decode model_step] [--out FILE]
+    python scripts/bench_features.py --warm-only [--parts ...] [--shard I/N]   # compile, time nothing
 
 Every row checks its output on the same inputs before timing (against MHA with repeated K/V, the
 PyTorch reference on one (batch, head) slice, Flex, or eager). Times are ``do_bench`` medians and
@@ -7,13 +10,15 @@ CUDA-graph replays (GPU time without host overhead); TF/s count non-zero blocks 
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 
 import torch
 import triton
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from bench_attention import make_layout, rel, step
+from attention_cases import dump, make_layout, rel, step, warm_gpu
 from sparsecli.kernels import blocksparse_attention, blocksparse_attention_reference
 
 BF16 = torch.bfloat16
@@ -163,7 +168,7 @@ PARTS = {"gqa": lambda warm, shard: gqa_rows(), "head_dim": head_dim_rows,
          "decode": lambda warm, shard: decode_rows(), "model_step": lambda warm, shard: model_step_rows(warm)}
 
 
-def issue11_rows(parts=None, warm_only=False, on_rows=None, shard=(0, 1)):
+def feature_rows(parts=None, warm_only=False, on_rows=None, shard=(0, 1)):
     """The rows of ``parts`` (names of ``PARTS``, default all; ``on_rows(rows)`` after each);
     ``warm_only`` compiles what the head-dim (a ``shard`` of its runs) and model-step parts run
     (the others are cheap to compile) and times nothing."""
@@ -184,3 +189,23 @@ def issue11_rows(parts=None, warm_only=False, on_rows=None, shard=(0, 1)):
 def _print(row):
     print("  " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
           file=sys.stderr, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", nargs="*", choices=tuple(PARTS), help="the parts to run (default all)")
+    ap.add_argument("--warm-only", action="store_true", help="compile what the parts run, time nothing")
+    ap.add_argument("--shard", default="0/1", help="with --warm-only: I/N, this process's share")
+    ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "bench_features.json"))
+    args = ap.parse_args()
+    torch._dynamo.config.cache_size_limit = 64
+    torch._dynamo.config.automatic_dynamic_shapes = False  # Flex compiled per shape, as users run it
+    shard = tuple(int(x) for x in args.shard.split("/"))
+    if args.warm_only:
+        return feature_rows(args.parts, warm_only=True, shard=shard)
+    warm_gpu()
+    dump(args.out, feature_rows(args.parts, on_rows=lambda rows: dump(args.out, rows)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,27 +1,30 @@
 """Tile sweep of the portable Triton attention kernels: one pass's config varied at a time.
 
-Run through ``python scripts/bench_attention.py --tune [--cases SUBSTR ...]``. Each config is
+    python scripts/tune_tiles.py [--cases SUBSTR ...] [--out FILE]
+    python scripts/tune_tiles.py --warm-only [--shard I/N]     # compile a share of the configs
+    python scripts/tune_tiles.py --summary TABLE.json TUNE.json  # head dims 96/256 after a sweep
+
+Each config is
 checked against the default config's results on the same inputs before it is timed
 (``do_bench`` median of the pass alone: the forward, or the whole backward with one of its two
 launches varied). Every config in ``TUNE`` was first compiled for sm90 on a CPU
 (``scripts/compile_sm90.py --candidates D``: no spills, shared memory within 227 KB, warpgroup
-MMA). ``summary`` turns a sweep and the issue-11 head-dim rows into the TF/s fractions the
+MMA). ``summary`` turns a sweep and ``bench_features.py``'s head-dim rows into the TF/s fractions the
 best configs would give.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import sys
 from dataclasses import asdict, fields
 
 import torch
 import triton
 
-from bench_attention import BF16, H, Case, make_layout, rel
-
-try:  # the launcher (configs, plans); trees before issue 11 kept it in kernels/attention.py
-    from sparsecli.kernels.fused import plan as attn
-except ImportError:
-    from sparsecli.kernels import attention as attn
+from attention_cases import BF16, H, Case, cases, dump, make_layout, rel, warm_gpu
+from sparsecli.kernels.fused import plan as attn
 
 
 def _cfgs(*ts, **flags):
@@ -54,8 +57,8 @@ TUNE = {
 TUNE_CASES = ("sliding-b128-S8192-B4-D64-bf16-fwdbwd", "sliding-b64-S8192-B4-D64-bf16-fwdbwd",
               "fixed-b128-S16384-B2-D64-bf16-fwdbwd", "sliding-b128-S8192-B4-D128-bf16-fwdbwd",
               "fixed-b128-S16384-B2-D128-bf16-fwdbwd", "dense-b128-S4096-B8-D128-bf16-fwdbwd")
-# Shapes only the sweep times: the head dims issue 11 added, on the issue-11 head-dim rows' case.
-TUNE_EXTRA = [Case("sliding", 128, 8192, 4, D, BF16, mode, "issue11-headdim")
+# Shapes only the sweep times: head dims 96 and 256, on bench_features.py's head-dim case.
+TUNE_EXTRA = [Case("sliding", 128, 8192, 4, D, BF16, mode, "headdim")
               for D in (96, 256) for mode in ("fwd", "fwdbwd")]
 
 
@@ -152,7 +155,7 @@ def print_tune(rows):
 
 
 def summary(tune_rows, table_rows):
-    """Head dims 96 and 256: the issue-11 TF/s fractions of D128 with the defaults (from the
+    """Head dims 96 and 256: the TF/s fractions of D128 with the defaults (from the
     table) and with each pass's fastest config instead (the passes' savings add up)."""
     best = _best(tune_rows)
     print(f"{'head dim':>8s} {'mode':6s} {'vs D128 (auto)':>14s} {'vs D128 (triton)':>16s} "
@@ -173,3 +176,31 @@ def summary(tune_rows, table_rows):
         gain = r["ms"] / (r["ms"] - saved) if picks else float("nan")
         print(f"{D:8d} {mode:6s} {frac:14.2f} {frac_t:16.2f} {f'{frac * gain:.2f}/{frac_t * gain:.2f}':>25s}  "
               f"{'; '.join(picks)}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="*", default=[], help="keep cases whose id contains any of these")
+    ap.add_argument("--warm-only", action="store_true", help="compile (a shard of) the configs, do not time")
+    ap.add_argument("--shard", default="0/1", help="with --warm-only: I/N, this process's share")
+    ap.add_argument("--summary", nargs=2, metavar=("TABLE", "TUNE"), help="a bench_features.py and a sweep JSON")
+    ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "tune_tiles.json"))
+    args = ap.parse_args()
+    if args.summary:
+        table, tuned = ({"results": []} if not os.path.exists(p) else json.load(open(p)) for p in args.summary)
+        return summary(tuned["results"], table["results"])
+    pool = cases() + TUNE_EXTRA
+    wanted = args.cases or TUNE_CASES
+    # In the order of the patterns given (cases a cut-short run must reach first go first).
+    selected = list(dict.fromkeys(c for w in wanted for c in pool if w in c.case_id))
+    shard = tuple(int(x) for x in args.shard.split("/"))
+    if not args.warm_only:
+        warm_gpu()
+    rows = tune(selected, args.warm_only, shard, on_row=lambda rows: dump(args.out, rows))
+    if not args.warm_only:
+        dump(args.out, rows)
+        print_tune(rows)
+
+
+if __name__ == "__main__":
+    main()
