@@ -109,13 +109,18 @@ def _flex(provider: str):
 FA4_MAX_HEAD_DIM = 256
 
 
+def _fa4_inputs(ctx: Ctx, name: str) -> None:
+    """ValueError for what no FA4 kernel takes (head dim, dtype)."""
+    if ctx.head_dim is not None and ctx.head_dim > FA4_MAX_HEAD_DIM:
+        raise ValueError(f"{name} takes head dims up to {FA4_MAX_HEAD_DIM}, got {ctx.head_dim}")
+    if ctx.dtype not in (None, torch.float16, torch.bfloat16):
+        raise ValueError(f"{name} takes fp16 and bf16 inputs, got {str(ctx.dtype).removeprefix('torch.')}")
+
+
 def _fa4(ctx: Ctx) -> Attn:
     """Dense FlashAttention-4: the fastest dense kernel on Hopper, on (B, S, H, D) views of q, k, v."""
     cute = flash_attn_4()  # first: "not installed" is the news on a machine without it
-    if ctx.head_dim is not None and ctx.head_dim > FA4_MAX_HEAD_DIM:
-        raise ValueError(f"fa4 takes head dims up to {FA4_MAX_HEAD_DIM}, got {ctx.head_dim}")
-    if ctx.dtype not in (None, torch.float16, torch.bfloat16):
-        raise ValueError(f"fa4 takes fp16 and bf16 inputs, got {str(ctx.dtype).removeprefix('torch.')}")
+    _fa4_inputs(ctx, "fa4")
 
     def fn(q, k, v):
         # transpose(1, 2) is a view with unit stride in D: FA4 takes it without a copy.
@@ -125,6 +130,18 @@ def _fa4(ctx: Ctx) -> Attn:
         return out.transpose(1, 2)
 
     return fn
+
+
+def _fa4_sparse(deterministic: bool):
+    def setup(ctx: Ctx) -> Attn:
+        from .fa4_sparse import fa4_sparse_attention
+
+        cute = flash_attn_4()
+        _fa4_inputs(ctx, "fa4-sparse")
+        return fa4_sparse_attention(cute, ctx.layout, ctx.block, ctx.sm_scale, causal=ctx.causal,
+                                    deterministic=deterministic)
+
+    return setup
 
 
 def _pinned(backend_name: str):
@@ -153,6 +170,8 @@ SETUPS = {
     "flex": _flex("flex"),
     "flex-flash": _flex("flex-flash"),
     "fa4": _fa4,
+    "fa4-sparse": _fa4_sparse(deterministic=False),
+    "fa4-sparse-det": _fa4_sparse(deterministic=True),
     "naive": _naive,
 }
 
