@@ -33,3 +33,19 @@ def _tma_reduce_add_builtin():
 
 
 tma_reduce_add = getattr(tma, "async_atomic_add", None) or _tma_reduce_add_builtin()
+
+
+def _smem_reinterpret_builtin():
+    from triton.experimental.gluon.language._core import builtin
+
+    @builtin
+    def smem_reinterpret(smem, dtype, shape, layout, _semantic=None):
+        """``smem`` viewed as another dtype/shape/layout (``_reinterpret`` before 3.9,
+        ``reinterpret`` from 3.9)."""
+        view = getattr(smem, "reinterpret", None) or smem._reinterpret
+        return view(dtype, shape, layout, _semantic=_semantic)
+
+    return smem_reinterpret
+
+
+smem_reinterpret = _smem_reinterpret_builtin()
