@@ -17,19 +17,19 @@ case "${1:-}" in
     python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
     python3 -m sparsecli.kernels.hopper.probes 2>&1 | tee "$OUT/hopper2-probe.txt"
-    timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/kernels/test_hopper_tma_reduce.py \
+    # The deterministic=False backward against the deterministic one (bf16 D128) and against float64
+    # (GQA, causal, lse gradient, D64); the full GPU tier is the coordinator's.
+    timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider \
       "tests/kernels/test_hopper_gpu.py::test_one_launch_backward_runs_one_kernel_fewer_and_matches_the_deterministic_one" \
-      "tests/kernels/test_hopper_gpu.py::test_hopper_one_launch_backward_grid[bfloat16-d128]" \
       "tests/kernels/test_hopper_gpu.py::test_hopper_one_launch_backward_grid[bfloat16-d64-causal]" \
-      "tests/kernels/test_hopper_gpu.py::test_hopper_one_launch_backward_grid[float16-d64]" \
-      "tests/kernels/test_hopper_gpu.py::test_hopper_grid[bfloat16-d128]" 2>&1 | tail -25 | tee "$OUT/hopper2-gpu-tests.txt"
+      2>&1 | tail -25 | tee "$OUT/hopper2-gpu-tests.txt"
     ;;
   bench)
     bash .fa4/b/fa4-wheels install || exit 1
     export PYTHONPATH=/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages
     python3 -c "import flash_attn.cute, importlib.metadata as m; print('flash-attn-4', m.version('flash-attn-4'))"
     # fwd+bwd first (the new backward), then forward; D128 before D64; JSON rewritten after every case.
-    timeout "${BENCH_SECONDS:-380}" python3 scripts/hopper_check.py \
+    timeout "${BENCH_SECONDS:-300}" python3 scripts/hopper_check.py \
       --cases D128-bf16-fwdbwd D64-bf16-fwdbwd D128-bf16-fwd D64-bf16-fwd \
       --providers hopper hopper-nondet flex-flash fa4-sparse fa4-sparse-det fa4-dense \
       --out "$OUT/hopper2-table.json" 2>&1 | grep -v "generate_mlir_function_types" | tee "$OUT/hopper2-table.txt"
