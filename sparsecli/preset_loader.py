@@ -18,8 +18,8 @@ from .errors import UserError
 from .kinds import BOOL, COMPOSITIONS, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, REQUIRED, STR, kinds_using
 from .sparsity_spec import CompositeSpec, SparsitySpec
 
-PROVIDERS = ("sparse", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked", "flex",
-             "flex-flash", "fa4", "fa4-sparse", "fa4-sparse-det", "naive")
+PROVIDERS = ("sparse", "sparse-nondet", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked",
+             "flex", "flex-flash", "fa4", "fa4-sparse", "fa4-sparse-det", "naive")
 DTYPES = ("fp16", "bf16", "fp32")
 PASSES = ("fwd", "bwd", "fwd+bwd")
 HEAD_DIMS = (16, 32, 64, 128)

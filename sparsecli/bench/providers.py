@@ -47,11 +47,14 @@ def flash_attn_4():
 Attn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _sparse(ctx: Ctx) -> Attn:
-    from ..kernels import blocksparse_attention
+def _sparse(deterministic: bool):
+    def setup(ctx: Ctx) -> Attn:
+        from ..kernels import blocksparse_attention
 
-    return lambda q, k, v: blocksparse_attention(q, k, v, ctx.layout, ctx.block, causal=ctx.causal,
-                                                 sm_scale=ctx.sm_scale)
+        return lambda q, k, v: blocksparse_attention(q, k, v, ctx.layout, ctx.block, causal=ctx.causal,
+                                                     sm_scale=ctx.sm_scale, deterministic=deterministic)
+
+    return setup
 
 
 def _three_op(ctx: Ctx) -> Attn:
@@ -161,7 +164,8 @@ def _pinned(backend_name: str):
 
 
 SETUPS = {
-    "sparse": _sparse,
+    "sparse": _sparse(deterministic=True),
+    "sparse-nondet": _sparse(deterministic=False),
     "three-op": _three_op,
     "sdpa-flash": _pinned("FLASH_ATTENTION"),
     "sdpa-cudnn": _pinned("CUDNN_ATTENTION"),
@@ -182,6 +186,24 @@ def setup(provider: str, ctx: Ctx) -> Attn:
 
 def uses_layout(provider: str) -> bool:
     return provider in SPARSE_SEMANTICS
+
+
+# The backward of the peers that have a choice (FA4 reduce-adds dQ unless asked not to).
+PEER_BACKWARDS = {"fa4-sparse": "fa4-dq-atomic", "fa4-sparse-det": "fa4-deterministic", "flex-flash": "fa4-dq-atomic",
+                  "fa4": "fa4-dq-atomic"}
+
+
+def backward_of(provider: str, ctx: Ctx, q, k, v) -> str | None:
+    """Which backward the provider runs on these inputs (results' ``backward`` column): ours as
+    the dispatch decides it (``hopper-dq-atomic``, ``hopper-deterministic``, ...), FA4's, or None."""
+    if provider not in ("sparse", "sparse-nondet"):
+        return PEER_BACKWARDS.get(provider)
+    from ..kernels._attn_backend import backward_kind
+    from ..kernels._attn_checks import check_args
+
+    args = check_args(q, k, v, ctx.layout, ctx.block, ctx.causal, ctx.sm_scale, None, "add", None, "mul", None,
+                      None, "auto", provider == "sparse")
+    return backward_kind(args.backend, args.deterministic)[0]
 
 
 # -- why a provider did not run ---------------------------------------------------------------

@@ -157,3 +157,18 @@ def test_fa4_sparse_refuses_what_it_cannot_compute(fake_fa4_sparse):
         with pytest.raises(ValueError, match=match) as e:
             providers.setup("fa4-sparse", providers.Ctx(**{**kw, **ctx_kw}))
         assert providers.classify(e.value)[0] == "unsupported"
+
+
+def test_rows_say_which_backward_ran(tiny_preset, fake_fa4_sparse, monkeypatch):
+    from . import test_runner
+
+    monkeypatch.setitem(test_runner.MS, "sparse-nondet", 0.5)  # the fake timer's time for it
+    rows = test_runner.run(tiny_preset, ("sparse", "sparse-nondet"))
+    for provider in ("sparse", "sparse-nondet"):
+        assert rows[("fwd", provider)]["backward"] is None  # no backward in a forward row
+        # CPU: the portable path, deterministic whatever was asked (only the Hopper kernels reduce-add dQ)
+        assert rows[("fwd+bwd", provider)]["backward"] == "triton-deterministic"
+        assert rows[("fwd+bwd", provider)]["status"] == "ok" and rows[("fwd+bwd", provider)]["check"] == "passed"
+    ctx = providers.Ctx(torch.ones(1, 2, 2), 128, False, 0.1, 256, 64, torch.bfloat16)
+    assert providers.backward_of("fa4-sparse-det", ctx, None, None, None) == "fa4-deterministic"
+    assert providers.backward_of("fa4-sparse", ctx, None, None, None) == "fa4-dq-atomic"
