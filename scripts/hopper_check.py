@@ -11,9 +11,13 @@ blocks only (4*B*nnz*b^2*D forward, 3.5x that forward+backward). Layouts are the
 Providers: hopper (``blocksparse_attention(..., backend="hopper")``, the default variant),
 hopper-q2 / hopper-plain / hopper-defer (other forward loops: second Q buffer, plain loop, O's
 rescale deferred to the next PV as in FA3), hopper-1cta (one CTA per program instead of
-persistent CTAs), triton (ours, ``backend="triton"``),
+persistent CTAs), hopper-nondet (``deterministic=False``: dQ reduce-added from the dK/dV
+kernel), triton (ours, ``backend="triton"``),
 flex-triton, flex-flash (FlexAttention BACKEND="FLASH" = FlashAttention-4, layout as a mask_mod
-through create_block_mask), fa4-dense, cudnn-dense. ``--profile CASE`` runs one call of the
+through create_block_mask), fa4-sparse / fa4-sparse-det (FlashAttention-4 called directly with
+the layout as full blocks, ``sparsecli/bench/fa4_sparse.py``; -det: its deterministic backward),
+fa4-dense, cudnn-dense. Rows say which backward ran (``backward``), and the table compares each
+row with the faster of flex-flash and fa4-sparse (``best-fa4``). ``--profile CASE`` runs one call of the
 default Hopper variant and nothing else (for ncu).
 """
 from __future__ import annotations
@@ -29,7 +33,10 @@ import triton
 
 from sparsecli import (BigBirdSparsityConfig, DenseSparsityConfig, FixedSparsityConfig,
                        LocalSlidingWindowSparsityConfig)
+from sparsecli.bench.fa4_sparse import fa4_sparse_attention
+from sparsecli.bench.providers import Unavailable, flash_attn_4
 from sparsecli.kernels import blocksparse_attention
+from sparsecli.kernels.fused.backend import backward_kind
 from sparsecli.kernels.hopper import launch
 from sparsecli.kernels.reference import blocksparse_attention_reference
 
@@ -81,10 +88,15 @@ def make_layout(kind, S):
 
 
 # Hopper variants: (forward loop of variants.FWD_LOOPS, persistent CTAs); "hopper" is the default.
-HOPPER = {"hopper": (None, True), "hopper-q2": ((True, True, 2, False), True),
+HOPPER = {"hopper": (None, True), "hopper-nondet": (None, True), "hopper-q2": ((True, True, 2, False), True),
           "hopper-plain": ((False, False, 1, False), True), "hopper-defer": ((True, True, 1, True), True),
           "hopper-1cta": (None, False)}
+# The backward each provider runs (rows and JSON say it).
+BACKWARD = {"hopper-nondet": backward_kind("hopper", False)[0], "triton": backward_kind("triton", True)[0],
+            "flex-flash": "fa4-dq-atomic", "fa4-sparse": "fa4-dq-atomic", "fa4-dense": "fa4-dq-atomic",
+            "fa4-sparse-det": "fa4-deterministic", "flex-triton": "flex-triton", "cudnn-dense": "cudnn"}
 FWD_ONLY = ("hopper-q2", "hopper-plain", "hopper-defer")  # the backward does not depend on the forward loop
+BWD_ONLY = ("hopper-nondet", "fa4-sparse-det")  # the same forward as hopper / fa4-sparse
 
 
 def providers(c: Case, lay, names):
@@ -92,17 +104,22 @@ def providers(c: Case, lay, names):
     order of ``PROVIDERS``. Inputs are (B, H, S, D)."""
     def make(name):
         if name in HOPPER:  # run_case sets the variant's knobs around its check and timing
-            return (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK, backend="hopper")), None
+            det = name != "hopper-nondet"
+            return (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK, backend="hopper",
+                                                          deterministic=det)), None
         if name == "triton":
             return (lambda q, k, v: blocksparse_attention(q, k, v, lay, BLOCK, backend="triton")), None
         if name.startswith("flex"):
             return _flex(lay, c, "FLASH" if name == "flex-flash" else None)
+        if name.startswith("fa4-sparse"):
+            return _fa4_sparse(lay, c, deterministic=name == "fa4-sparse-det")
         return (_sdpa_cudnn, None) if name == "cudnn-dense" else _fa4_dense()
     return {name: make(name) for name in PROVIDERS if name in names}
 
 
 # The order a case measures them in (a run cut short keeps the ones that matter most).
-PROVIDERS = (*HOPPER, "triton", "flex-flash", "fa4-dense", "cudnn-dense", "flex-triton")
+PROVIDERS = (*HOPPER, "triton", "flex-flash", "fa4-sparse", "fa4-sparse-det", "fa4-dense", "cudnn-dense",
+             "flex-triton")
 
 
 def _sdpa_cudnn(q, k, v):
@@ -140,6 +157,14 @@ def _flex(lay, c, backend):
     return (lambda q, k, v: fn(q, k, v, block_mask=bm, kernel_options=opts)), None
 
 
+def _fa4_sparse(lay, c, deterministic):
+    try:
+        cute = flash_attn_4()
+    except Unavailable as e:
+        return None, str(e)
+    return fa4_sparse_attention(cute, lay.to("cuda"), BLOCK, c.D ** -0.5, deterministic=deterministic), None
+
+
 def _fa4_dense():
     try:
         from flash_attn.cute import flash_attn_func
@@ -165,7 +190,14 @@ def check(fn, q, k, v, dout, lay, mode, dense):
     ref = blocksparse_attention_reference(*x, ref_lay, BLOCK, compute_dtype=torch.float64)
     if mode == "fwd":
         with torch.no_grad():
-            return {"out": rel(fn(q, k, v)[sl], ref)}
+            out = fn(q, k, v)[sl]
+        errs = {"out": rel(out, ref)}
+        if not dense and errs["out"] > TOL["fwd"]:  # what did it compute instead?
+            with torch.no_grad():
+                dense_ref = blocksparse_attention_reference(*x, torch.ones_like(lay[:2]), BLOCK,
+                                                            compute_dtype=torch.float64)
+            errs["out_vs_dense"] = rel(out, dense_ref)
+        return errs
     qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
     out = fn(qg, kg, vg)
     grads = torch.autograd.grad(out, (qg, kg, vg), dout)
@@ -182,7 +214,7 @@ def run_case(c: Case, names, dense_rows):
     flops = 4 * c.B * nnz * BLOCK**2 * c.D * (3.5 if c.mode == "fwdbwd" else 1.0)
     dense_flops = 4 * c.B * H * c.S**2 * c.D * (3.5 if c.mode == "fwdbwd" else 1.0)
     rows = {}
-    todo = [n for n in names if not (n in FWD_ONLY and c.mode != "fwd")]
+    todo = [n for n in names if not (n in FWD_ONLY and c.mode != "fwd") and not (n in BWD_ONLY and c.mode == "fwd")]
     for name in [n for n in todo if n.endswith("-dense")]:
         if name in dense_rows.get((c.S, c.D, c.mode, c.dtype), {}):
             rows[name] = dense_rows[(c.S, c.D, c.mode, c.dtype)][name]  # same shapes: measured once
@@ -190,6 +222,8 @@ def run_case(c: Case, names, dense_rows):
     for name, (fn, why) in providers(c, lay, todo).items():
         dense = name.endswith("-dense")
         row = {"provider": name}
+        if c.mode == "fwdbwd":
+            row["backward"] = BACKWARD.get(name, backward_kind("hopper", True)[0])
         if fn is None:
             rows[name] = dict(row, error=why)
             continue
@@ -197,7 +231,9 @@ def run_case(c: Case, names, dense_rows):
             with launch.variant(*HOPPER.get(name, (None, True))):  # forward and backward alike
                 row["rel_err"] = check(fn, q, k, v, dout, lay, "fwd" if c.mode == "fwd" else "bwd", dense)
                 tol = TOL["fwd" if c.mode == "fwd" else "bwd"]
-                if max(row["rel_err"].values()) > tol:
+                if row["rel_err"].get("out_vs_dense", 1.0) <= tol:
+                    raise RuntimeError(f"computed dense attention, not the layout: {row['rel_err']}")
+                if max(v for n, v in row["rel_err"].items() if n != "out_vs_dense") > tol:
                     raise RuntimeError(f"wrong result: {row['rel_err']} (bound {tol})")
                 step = _step(fn, q, k, v, dout, c.mode)
                 row["ms"] = triton.testing.do_bench(step, warmup=25, rep=100, return_mode="median")
@@ -207,8 +243,8 @@ def run_case(c: Case, names, dense_rows):
         rows[name] = row
         if dense:
             dense_rows.setdefault((c.S, c.D, c.mode, c.dtype), {})[name] = row
-        print(f"  {c.case_id:34s} {name:13s} " + (f"{row['ms']:8.3f} ms {row['tflops']:5.0f} TF/s"
-              if "ms" in row else row.get("error", "")[:120]), file=sys.stderr, flush=True)
+        print(f"  {c.case_id:34s} {name:14s} " + (f"{row['ms']:8.3f} ms {row['tflops']:5.0f} TF/s"
+              if "ms" in row else row.get("error", "")[:200]), file=sys.stderr, flush=True)
     return dict(case_id=c.case_id, layout=c.layout, S=c.S, B=c.B, D=c.D, mode=c.mode,
                 density=nnz / (H * (c.S // BLOCK) ** 2), providers=rows)
 
@@ -220,18 +256,31 @@ def _step(fn, q, k, v, dout, mode):
     return lambda: torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), dout)
 
 
+BEST_FA4 = ("flex-flash", "fa4-sparse")  # FA4 through Flex or called directly: the faster one, per case
+
+
+def best_fa4(ps):
+    """(name, ms) of the faster FA4 block-sparse row of a case, or None."""
+    timed = [(ps[n]["ms"], n) for n in BEST_FA4 if "ms" in ps.get(n, {})]
+    return min(timed)[::-1] if timed else None
+
+
 def print_table(rows):
-    ref = ("flex-flash", "flex-triton", "cudnn-dense")
-    print(f"{'case':34s} {'provider':13s} {'ms':>8s} {'TF/s':>5s} " + " ".join(f"{'/' + r:>12s}" for r in ref))
+    ref = ("flex-flash", "fa4-sparse", "fa4-sparse-det", "cudnn-dense")
+    print(f"{'case':34s} {'provider':14s} {'ms':>8s} {'TF/s':>5s} {'/best-fa4':>10s} "
+          + " ".join(f"{'/' + r:>15s}" for r in ref) + "  backward")
     for r in rows:
         ps = r["providers"]
+        best = best_fa4(ps)
         for name, p in ps.items():
             if "ms" not in p:
-                print(f"{r['case_id']:34s} {name:13s} {'-':>8s} {'':5s} {p.get('error', '')[:70]}")
+                print(f"{r['case_id']:34s} {name:14s} {'-':>8s} {'':5s} {p.get('error', '')[:160]}")
                 continue
-            ratios = " ".join(f"{p['ms'] / ps[x]['ms']:12.2f}" if "ms" in ps.get(x, {}) else f"{'n/a':>12s}"
+            ratios = " ".join(f"{p['ms'] / ps[x]['ms']:15.2f}" if "ms" in ps.get(x, {}) else f"{'n/a':>15s}"
                               for x in ref)
-            print(f"{r['case_id']:34s} {name:13s} {p['ms']:8.3f} {p['tflops']:5.0f} {ratios}")
+            b = f"{p['ms'] / best[1]:10.2f}" if best else f"{'n/a':>10s}"
+            print(f"{r['case_id']:34s} {name:14s} {p['ms']:8.3f} {p['tflops']:5.0f} {b} {ratios}  "
+                  f"{p.get('backward', '')}")
 
 
 def main():
@@ -239,7 +288,8 @@ def main():
     ap.add_argument("--cases", nargs="*", default=[], help="keep cases whose id contains any of these")
     ap.add_argument("--mode", choices=("fwd", "fwdbwd"), help="only this pass")
     ap.add_argument("--providers", nargs="*",
-                    default=["hopper", "triton", "flex-triton", "flex-flash", "fa4-dense", "cudnn-dense"])
+                    default=["hopper", "hopper-nondet", "triton", "flex-triton", "flex-flash", "fa4-sparse",
+                             "fa4-sparse-det", "fa4-dense", "cudnn-dense"])
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "hopper_check.json"))
     ap.add_argument("--append", action="store_true", help="add to the rows already in --out")
     ap.add_argument("--profile", help="one fwd(+bwd) call of the default Hopper variant on this case id")

@@ -142,9 +142,11 @@ def check_segment_ids(segment_ids, B, Sq, Sk, device) -> None:
 
 
 def check_args(q, k, v, layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode,
-               attn_mask, attn_mask_mode, rpe, segment_ids, backend="auto") -> AttnArgs:
+               attn_mask, attn_mask_mode, rpe, segment_ids, backend="auto", deterministic=True) -> AttnArgs:
     """Validate one call (raising ValueError) and return its arguments besides q, k, v, with the
     kernels that will run it (``fused.backend.choose``)."""
+    if not isinstance(deterministic, bool):
+        raise ValueError(f"deterministic must be True or False, got {deterministic!r}")
     B, Hq, Hkv, Sq, Sk, D = check_qkv(q, k, v)
     check_layout(layout, block, Hq, Sq, Sk)
     scale = check_scale(sm_scale, D)
@@ -154,4 +156,4 @@ def check_args(q, k, v, layout, block, causal, sm_scale, key_padding_mask, key_p
     check_segment_ids(segment_ids, B, Sq, Sk, q.device)
     args = AttnArgs(layout, block, bool(causal), scale, key_padding_mask, key_padding_mask_mode,
                     attn_mask, attn_mask_mode, rpe, segment_ids)
-    return args._replace(backend=choose(backend, call_spec(q, k, args))[0])
+    return args._replace(backend=choose(backend, call_spec(q, k, args))[0], deterministic=deterministic)

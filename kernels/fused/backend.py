@@ -86,3 +86,20 @@ def choose(backend, spec: CallSpec) -> tuple[str, str]:
     if why_not:
         return "triton", why_not
     return "hopper", "sm90 GPU and a call the Hopper kernels support"
+
+
+# Which backward a call runs: (kernels, deterministic) -> (label for bench rows and JSON, description).
+BACKWARDS = {
+    ("hopper", True): ("hopper-deterministic", "a dQ launch and a dK/dV launch, no atomics: the same gradients "
+                                               "every run (7 GEMMs per tile pair)"),
+    ("hopper", False): ("hopper-dq-atomic", "one dK/dV launch that also reduce-adds dQ in fp32 with TMA (5 GEMMs "
+                                            "per tile pair); dQ's summation order varies between runs"),
+    ("triton", True): ("triton-deterministic", "a dQ launch and a dK/dV launch, no atomics"),
+    ("triton", False): ("triton-deterministic", "deterministic anyway: the portable kernels have no atomic dQ "
+                                                "(nor has the CPU path)"),
+}
+
+
+def backward_kind(backend: str, deterministic: bool) -> tuple[str, str]:
+    """(label, description) of the backward that kernels ``backend`` run for ``deterministic``."""
+    return BACKWARDS[(backend, bool(deterministic))]

@@ -49,10 +49,12 @@ def _launchers(args: AttnArgs):
     """(forward, backward) of the kernels chosen for the call (``args.backend``): both take the
     plan and contiguous operands, and keep lse in the same log2 convention."""
     if args.backend == "hopper":
+        import functools
+
         from ..hopper import launch
 
-        return launch.forward, launch.backward
-    return _forward, _backward
+        return launch.forward, functools.partial(launch.backward, deterministic=args.deterministic)
+    return _forward, _backward  # deterministic either way: the portable path has no atomic dQ
 
 
 def run_forward(args: AttnArgs, q, k, v):

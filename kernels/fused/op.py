@@ -22,11 +22,12 @@ from .plan import AttnArgs
 def attention_fwd(q: Tensor, k: Tensor, v: Tensor, layout: Tensor, block: int, causal: bool, sm_scale: float,
                   key_padding_mask: Optional[Tensor], key_padding_mask_mode: str, attn_mask: Optional[Tensor],
                   attn_mask_mode: str, rpe: Optional[Tensor], segment_ids: Optional[Tensor],
-                  backend: str) -> tuple[Tensor, Tensor]:
+                  backend: str, deterministic: bool) -> tuple[Tensor, Tensor]:
     """(out, lse): lse in the kernels' log2 convention (+inf for a query attending nothing).
-    ``backend``: the kernels chosen when the call was traced ("triton" or "hopper")."""
+    ``backend``: the kernels chosen when the call was traced ("triton" or "hopper");
+    ``deterministic``: the backward's (``AttnArgs``)."""
     args = AttnArgs(layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode, attn_mask,
-                    attn_mask_mode, rpe, segment_ids, backend)
+                    attn_mask_mode, rpe, segment_ids, backend, deterministic)
     out, lse, _ = run_forward(args, q, k, v)
     return out, lse
 
@@ -41,10 +42,10 @@ def attention_bwd(dout: Tensor, dlse: Optional[Tensor], q: Tensor, k: Tensor, v:
                   layout: Tensor, block: int, causal: bool, sm_scale: float, key_padding_mask: Optional[Tensor],
                   key_padding_mask_mode: str, attn_mask: Optional[Tensor], attn_mask_mode: str,
                   rpe: Optional[Tensor], segment_ids: Optional[Tensor],
-                  backend: str) -> tuple[Tensor, Tensor, Tensor]:
+                  backend: str, deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv); ``dlse`` is the gradient of the log2 lse output (None: unused)."""
     args = AttnArgs(layout, block, causal, sm_scale, key_padding_mask, key_padding_mask_mode, attn_mask,
-                    attn_mask_mode, rpe, segment_ids, backend)
+                    attn_mask_mode, rpe, segment_ids, backend, deterministic)
     return run_backward(args, None, q, k, v, out, lse, dout, dlse)
 
 
@@ -55,9 +56,9 @@ def _(dout, dlse, q, k, v, *args):
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, layout, block, causal, sm_scale, kpm, kpm_mode, am, am_mode, rpe, ids, backend = inputs
+    q, k, v, layout, block, causal, sm_scale, kpm, kpm_mode, am, am_mode, rpe, ids, backend, det = inputs
     ctx.save_for_backward(q, k, v, output[0], output[1], layout, kpm, am, rpe, ids)
-    ctx.scalars = (block, causal, sm_scale, kpm_mode, am_mode, backend)
+    ctx.scalars = (block, causal, sm_scale, kpm_mode, am_mode, backend, det)
     # An unused lse keeps a None gradient (as in eager): materialised, the compiled backward
     # filled a (B, H, Sq) zeros tensor, scaled it and read it in the dQ kernel on every step.
     ctx.set_materialize_grads(False)
@@ -65,12 +66,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dout, dlse):
     q, k, v, out, lse, layout, kpm, am, rpe, ids = ctx.saved_tensors
-    block, causal, sm_scale, kpm_mode, am_mode, backend = ctx.scalars
+    block, causal, sm_scale, kpm_mode, am_mode, backend, det = ctx.scalars
     if dout is None:
         dout = torch.zeros_like(out)
     dq, dk, dv = attention_bwd(dout, dlse, q, k, v, out, lse, layout, block, causal, sm_scale, kpm, kpm_mode,
-                               am, am_mode, rpe, ids, backend)
-    return (dq, dk, dv) + (None,) * 11
+                               am, am_mode, rpe, ids, backend, det)
+    return (dq, dk, dv) + (None,) * 12
 
 
 attention_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -80,4 +81,4 @@ def call(q, k, v, args: AttnArgs):
     """(out, log2 lse) through the custom op (what a compiled graph records)."""
     return attention_fwd(q, k, v, args.layout, args.block, args.causal, args.sm_scale, args.key_padding_mask,
                          args.key_padding_mask_mode, args.attn_mask, args.attn_mask_mode, args.rpe,
-                         args.segment_ids, args.backend)
+                         args.segment_ids, args.backend, args.deterministic)

@@ -111,6 +111,7 @@ class AttnArgs(NamedTuple):
     rpe: torch.Tensor | None = None
     segment_ids: torch.Tensor | None = None
     backend: str = "triton"  # the kernels that run the call: "triton" or "hopper" (fused.backend)
+    deterministic: bool = True  # False: the Hopper backward may reduce-add dQ (the Triton path ignores it)
 
 
 def _prep_mask(mask, mode):

@@ -1,6 +1,7 @@
-"""Hopper (sm90) backward of the block-sparse attention, in Gluon. Deterministic: no atomics.
+"""Hopper (sm90) backward of the block-sparse attention, in Gluon.
 
-Two launches, as in the portable path, each with the partitions of ``_common.py``:
+Deterministic (the default, no atomics): two launches, as in the portable path, each with the
+partitions of ``_common.py``:
 
 - dQ (first): a program owns 128 query rows and walks its row's key tiles (the forward's
   unsplit schedule). Per tile: S = Q K^T and dP = dO V^T (async wgmma), P = exp2(S - lse),
@@ -18,7 +19,16 @@ of the group (tokens numbered ``g * SQ + token``, ``lut.tile_schedule``), so dK 
 group's sums with no reduction pass. Every gradient element is summed by one program in a fixed
 order. Both kernels are persistent
 like the forward (``program_entry``): a CTA's next program loads while it stores the last.
+
+Not deterministic (``DQ_ATOMIC``, FA3's design): one launch of the dK/dV kernel also computes
+each tile's dQ contribution, dQ += dS K (dS^T is staged in shared memory and read back
+transposed as the A operand), and adds it into an fp32 dQ buffer with a TMA reduce-add: 5 GEMMs
+per tile pair instead of 7, but the order in which programs add into a dQ element varies from
+run to run. ``_attn_bwd_delta`` computes Delta first (the dQ kernel is not run); the host zeroes
+the fp32 buffer and casts it to dQ after.
 """
+import triton
+import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
@@ -27,6 +37,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from ._common import (NEG_INF, causal_keep, load_pair, one_barrier, operand_a_layout,
                       program_entry, ring_barriers, ring_fill, ring_release, ring_wait,
                       store_rows, tile_mask_args, wgmma_layout)
+from ._compat import smem_reinterpret
 
 
 # ---- dQ -----------------------------------------------------------------------------------
@@ -174,17 +185,26 @@ def _dkdv_producer(k_desc, v_desc, q_desc, do_desc, k_bufs, v_bufs, q_bufs, do_b
 
 
 @gluon.jit
-def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
-                   q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, GROUP,
-                   SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, WG: gl.constexpr,
+def _dkdv_consumer(dk_desc, dv_desc, dq_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, ds_bufs, kv_bar,
+                   kv_empty, q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H,
+                   GROUP, SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, WG: gl.constexpr,
                    HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
-                   CAUSAL: gl.constexpr):
+                   CAUSAL: gl.constexpr, DQ_ATOMIC: gl.constexpr):
     dtype: gl.constexpr = dk_desc.dtype
     st_layout: gl.constexpr = wgmma_layout(BLOCK_M)  # keys x queries
     acc_layout: gl.constexpr = wgmma_layout(HEAD_DIM)
     a_layout: gl.constexpr = operand_a_layout(HEAD_DIM)
     k_smem = k_bufs.index(WG)
     v_smem = v_bufs.index(WG)
+    if DQ_ATOMIC:
+        # out_bufs holds the fp32 dQ staging tiles; dK and dV go out through the same bytes at
+        # the end of a program (shared memory has no room for a third pair of tiles at D128).
+        ds_smem = ds_bufs.index(WG)
+        dq_smem = out_bufs.index(WG)
+        out_smem = smem_reinterpret(dq_smem, dtype, dk_desc.block_type.shape, dk_desc.layout)
+        dq_zero = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, acc_layout)
+    else:
+        out_smem = out_bufs.index(WG)
     cols = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, st_layout))
     rows = gl.arange(0, 64, layout=gl.SliceLayout(1, st_layout))
     st_zero = gl.zeros([64, BLOCK_M], gl.float32, st_layout)
@@ -220,30 +240,47 @@ def _dkdv_consumer(dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, 
             dv_tok = warpgroup_mma(gl.convert_layout(pt.to(dtype), a_layout), do_bufs.index(s), dv,
                                    is_async=True)
             dpt = warpgroup_mma_wait(1, deps=(dpt_tok, v_smem, do_bufs.index(s)))[0]
-            dst = gl.convert_layout((pt * (dpt - delta[None, :])).to(dtype), a_layout)
-            dk_tok = warpgroup_mma(dst, q_bufs.index(s), dk, is_async=True)
+            ds_t = (pt * (dpt - delta[None, :])).to(dtype)
+            dk_tok = warpgroup_mma(gl.convert_layout(ds_t, a_layout), q_bufs.index(s), dk, is_async=True)
+            if DQ_ATOMIC:
+                ds_smem.store(ds_t)
+                fence_async_shared()
             dv = warpgroup_mma_wait(1, deps=(dv_tok, do_bufs.index(s)))[0]
             ring_release(do_empty, c + i, STAGES)
             dk = warpgroup_mma_wait(0, deps=(dk_tok, q_bufs.index(s)))[0]
             ring_release(q_empty, c + i, STAGES)
+            if DQ_ATOMIC:
+                # This warpgroup's 64 keys' share of dQ for the tile's queries: (dS^T)^T K. Issued
+                # after dK retires, so dS's registers are free before dQ's accumulator is live.
+                dq_tok = warpgroup_mma(ds_smem.permute((1, 0)), k_smem, dq_zero, use_acc=False, is_async=True)
+                dq = warpgroup_mma_wait(0, deps=(dq_tok, ds_smem, k_smem))[0]
+                store_rows(dq_desc, dq_smem, q_base + q_first, dq * sm_scale, REDUCE=True)
         mbarrier.arrive(kv_empty)  # K and V of this program are no longer read
         c += t1 - t0
         j += 1
         row = kv_base + k0
-        store_rows(dk_desc, out_bufs.index(WG), row, dk * sm_scale)
-        store_rows(dv_desc, out_bufs.index(WG), row, dv)
+        store_rows(dk_desc, out_smem, row, dk * sm_scale)
+        store_rows(dv_desc, out_smem, row, dv)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _attn_dkdv_hopper(k_desc, v_desc, q_desc, do_desc, dk_desc, dv_desc, LSE, Delta,
+def _attn_dkdv_hopper(k_desc, v_desc, q_desc, do_desc, dk_desc, dv_desc, dq_desc, LSE, Delta,
                       programs, seg_start, NUM_PROGS, B, H, GROUP, SQ, SK, NUM_OUTER, qk_scale, sm_scale,
                       HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
-                      CAUSAL: gl.constexpr):
+                      CAUSAL: gl.constexpr, DQ_ATOMIC: gl.constexpr):
+    """dK, dV (and with ``DQ_ATOMIC`` dQ, reduce-added in fp32 through ``dq_desc``; otherwise
+    ``dq_desc`` is not read)."""
     dtype: gl.constexpr = k_desc.dtype
     k_bufs = gl.allocate_shared_memory(dtype, [2] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [2] + v_desc.block_type.shape, v_desc.layout)
-    out_bufs = gl.allocate_shared_memory(dtype, [2] + dk_desc.block_type.shape, dk_desc.layout)
+    if DQ_ATOMIC:  # fp32 dQ staging (dK/dV's output tiles too) and dS^T, one per warpgroup
+        out_bufs = gl.allocate_shared_memory(gl.float32, [2] + dq_desc.block_type.shape, dq_desc.layout)
+        ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, BLOCK_M], dtype)
+        ds_bufs = gl.allocate_shared_memory(dtype, [2, 64, BLOCK_M], ds_layout)
+    else:
+        out_bufs = gl.allocate_shared_memory(dtype, [2] + dk_desc.block_type.shape, dk_desc.layout)
+        ds_bufs = out_bufs  # not used
     q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
     kv_bar = one_barrier()
@@ -254,15 +291,29 @@ def _attn_dkdv_hopper(k_desc, v_desc, q_desc, do_desc, dk_desc, dv_desc, LSE, De
     fence_async_shared()
 
     gl.warp_specialize([
-        (_dkdv_consumer, (dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
-                          q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, GROUP,
-                          SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 0, HEAD_DIM, BLOCK_M, STAGES,
-                          CAUSAL)),
-        (_dkdv_consumer, (dk_desc, dv_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, kv_bar, kv_empty,
-                          q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS, B, H, GROUP,
-                          SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 1, HEAD_DIM, BLOCK_M, STAGES,
-                          CAUSAL)),
+        (_dkdv_consumer, (dk_desc, dv_desc, dq_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, ds_bufs,
+                          kv_bar, kv_empty, q_ready, q_empty, do_ready, do_empty, programs, seg_start,
+                          NUM_PROGS, B, H, GROUP, SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 0,
+                          HEAD_DIM, BLOCK_M, STAGES, CAUSAL, DQ_ATOMIC)),
+        (_dkdv_consumer, (dk_desc, dv_desc, dq_desc, k_bufs, v_bufs, q_bufs, do_bufs, out_bufs, ds_bufs,
+                          kv_bar, kv_empty, q_ready, q_empty, do_ready, do_empty, programs, seg_start,
+                          NUM_PROGS, B, H, GROUP, SQ, SK, NUM_OUTER, LSE, Delta, qk_scale, sm_scale, 1,
+                          HEAD_DIM, BLOCK_M, STAGES, CAUSAL, DQ_ATOMIC)),
         (_dkdv_producer, (k_desc, v_desc, q_desc, do_desc, k_bufs, v_bufs, q_bufs, do_bufs, kv_bar,
                           kv_empty, q_ready, q_empty, do_ready, do_empty, programs, seg_start, NUM_PROGS,
                           B, H, GROUP, SQ, SK, NUM_OUTER, STAGES)),
     ], [4, 1], [240, 24])
+
+
+# ---- Delta for the one-launch backward -----------------------------------------------------
+
+@triton.jit
+def _attn_bwd_delta(Out, dO, DLSE, Delta, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, HAS_DLSE: tl.constexpr):
+    """Delta = rowsum(dO * O) (- dLSE) for ``ROWS`` rows of the (B*H*Sq, D) row view, in fp32:
+    the dQ kernel computes it on the deterministic path; without that kernel it runs first."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    offs = rows.to(tl.int64)[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :]
+    delta = tl.sum(tl.load(Out + offs).to(tl.float32) * tl.load(dO + offs).to(tl.float32), 1)
+    if HAS_DLSE:
+        delta -= tl.load(DLSE + rows)
+    tl.store(Delta + rows, delta)

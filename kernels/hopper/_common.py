@@ -12,7 +12,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from ._compat import tma_load, tma_store
+from ._compat import tma_load, tma_reduce_add, tma_store
 
 NEG_INF = gl.constexpr(float("-inf"))
 
@@ -101,14 +101,18 @@ def causal_keep(masked, q_first, k_first, q_idx, k_idx):
 
 
 @gluon.jit
-def store_rows(desc, smem, row, value):
-    """Store a 64-row register tile through ``smem`` (same shape) and one TMA bulk copy, left in
+def store_rows(desc, smem, row, value, REDUCE: gl.constexpr = False):
+    """Store a register tile through ``smem`` (same shape) and one TMA bulk copy, left in
     flight: the caller's next ``store_rows`` on ``smem`` (or its final ``tma.store_wait(0)``)
-    waits for it, so the copy overlaps the next program's work."""
+    waits for it, so the copy overlaps the next program's work. ``REDUCE``: add the tile into
+    global memory instead (TMA reduce-add, atomic per element; completes like a store)."""
     tma.store_wait(0)  # the previous copy out of ``smem`` has read it
     smem.store(value.to(desc.dtype))
     fence_async_shared()
-    tma_store(desc, [row, 0], smem)
+    if REDUCE:
+        tma_reduce_add(desc, [row, 0], smem)
+    else:
+        tma_store(desc, [row, 0], smem)
 
 
 @gluon.jit

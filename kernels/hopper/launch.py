@@ -61,7 +61,7 @@ def _descriptor_template(n_rows: int, head_dim: int, dtype: torch.dtype, rows: i
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    gl_dtype = gl.float16 if dtype == torch.float16 else gl.bfloat16
+    gl_dtype = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16, torch.float32: gl.float32}[dtype]
     layout = gl.NVMMASharedLayout.get_default_for([rows, head_dim], gl_dtype)
     base = torch.empty(0, dtype=dtype)
     return TensorDescriptor(base, [n_rows, head_dim], [head_dim, 1], [rows, head_dim], layout)
@@ -109,10 +109,16 @@ def forward(plan, q, k, v, *, out=None, lse=None):
     return out, lse
 
 
-def backward(plan, q, k, v, out, lse, dout, dlse=None, *, grads=None):
-    """(dq, dk, dv); deterministic (no atomics). ``dlse``: gradient of the natural-log lse, or
-    None. ``grads`` may give the three outputs."""
-    from ._bwd import _attn_dkdv_hopper, _attn_dq_hopper
+def backward(plan, q, k, v, out, lse, dout, dlse=None, *, grads=None, deterministic=True):
+    """(dq, dk, dv). ``dlse``: gradient of the natural-log lse, or None. ``grads`` may give the
+    three outputs.
+
+    ``deterministic``: a dQ launch and a dK/dV launch, no atomics (7 GEMMs per tile pair; bitwise
+    the same gradients every run). Otherwise one dK/dV launch that also reduce-adds dQ into an fp32
+    buffer (5 GEMMs per tile pair, FA3's design; the summation order of dQ varies between runs),
+    after a Delta pre-pass, and the buffer is cast to dQ's dtype.
+    """
+    from ._bwd import _attn_bwd_delta, _attn_dkdv_hopper, _attn_dq_hopper
 
     q, k, v, out, dout = _aligned(q, k, v, out, dout.contiguous())
     B, H, Sq, D = q.shape
@@ -122,18 +128,27 @@ def backward(plan, q, k, v, out, lse, dout, dlse=None, *, grads=None):
     scales = (plan.sm_scale * LOG2E, plan.sm_scale)
     shapes = (B, H, plan.group, Sq, plan.Sk)
     causal, persistent = plan.static.causal, KNOBS.persistent
-    # dQ first: it writes Delta = rowsum(dO * O) - dLSE for every query row, which dK/dV reads.
-    sch = plan.schedule("dq")
-    _attn_dq_hopper[_grid(B * sch.num_programs, q.device, persistent)](
-        _descriptor(q, 64), _descriptor(k, V.BLOCK_N), _descriptor(v, V.BLOCK_N), _descriptor(dout, 64),
-        _descriptor(dq, 64), out, lse, delta, dlse_t, sch.programs, sch.seg_start, B * sch.num_programs,
-        *shapes, sch.num_outer, *scales, HEAD_DIM=D, BLOCK_N=V.BLOCK_N, STAGES=V.DQ_STAGES[D],
-        CAUSAL=causal, HAS_DLSE=dlse is not None, num_warps=4, maxnreg=V.MAXNREG)
-    sch = plan.schedule("dkdv")
     m = V.BWD_BLOCK_M
+    if deterministic:
+        # dQ first: it writes Delta = rowsum(dO * O) - dLSE for every query row, which dK/dV reads.
+        sch = plan.schedule("dq")
+        _attn_dq_hopper[_grid(B * sch.num_programs, q.device, persistent)](
+            _descriptor(q, 64), _descriptor(k, V.BLOCK_N), _descriptor(v, V.BLOCK_N), _descriptor(dout, 64),
+            _descriptor(dq, 64), out, lse, delta, dlse_t, sch.programs, sch.seg_start, B * sch.num_programs,
+            *shapes, sch.num_outer, *scales, HEAD_DIM=D, BLOCK_N=V.BLOCK_N, STAGES=V.DQ_STAGES[D],
+            CAUSAL=causal, HAS_DLSE=dlse is not None, num_warps=4, maxnreg=V.MAXNREG)
+        dq_desc, stages = _descriptor(dk, 64), V.DKDV_STAGES[D]  # dq_desc: not read
+    else:
+        dq_acc = torch.zeros((B, H, Sq, D), dtype=torch.float32, device=q.device)
+        _attn_bwd_delta[(B * H * Sq // V.DELTA_ROWS,)](out, dout, dlse_t, delta, HEAD_DIM=D, ROWS=V.DELTA_ROWS,
+                                                        HAS_DLSE=dlse is not None, num_warps=4)
+        dq_desc, stages = _descriptor(dq_acc, m), V.DKDV_ATOMIC_STAGES[D]
+    sch = plan.schedule("dkdv")
     _attn_dkdv_hopper[_grid(B * sch.num_programs, q.device, persistent)](
         _descriptor(k, 64), _descriptor(v, 64), _descriptor(q, m), _descriptor(dout, m),
-        _descriptor(dk, 64), _descriptor(dv, 64), lse, delta, sch.programs, sch.seg_start,
+        _descriptor(dk, 64), _descriptor(dv, 64), dq_desc, lse, delta, sch.programs, sch.seg_start,
         B * sch.num_programs, *shapes, sch.num_outer, *scales, HEAD_DIM=D, BLOCK_M=m,
-        STAGES=V.DKDV_STAGES[D], CAUSAL=causal, num_warps=4, maxnreg=V.MAXNREG)
+        STAGES=stages, CAUSAL=causal, DQ_ATOMIC=not deterministic, num_warps=4, maxnreg=V.MAXNREG)
+    if not deterministic:
+        dq.copy_(dq_acc)
     return dq, dk, dv

@@ -20,6 +20,10 @@ BWD_BLOCK_M = 64  # queries per step of the dK/dV kernel (its program owns 128 k
 FWD_STAGES = {64: 3, 128: 2}
 DQ_STAGES = {64: 3, 128: 2}
 DKDV_STAGES = {64: 3, 128: 3}
+# The dK/dV kernel that also reduce-adds dQ (deterministic=False) stages fp32 dQ tiles and dS^T in
+# shared memory as well: 2 Q/dO stages at D128 fit (208 KB), 3 do not.
+DKDV_ATOMIC_STAGES = {64: 3, 128: 2}
+DELTA_ROWS = 32  # rows per program of the Delta pre-pass (deterministic=False): 128 spilled at D128
 # Registers: three warpgroups (two consumers + the producer's), 168 each on average; the
 # producer gives its share back (24) and each consumer warpgroup gets 240.
 MAXNREG = 168
@@ -44,7 +48,8 @@ class Variant:
     pingpong: bool = False  # forward only (with pipeline): the consumers take turns issuing GEMMs
     q_bufs: int = 1  # forward only: Q buffers (2: the next program's Q loads during this one)
     defer: bool = False  # forward only (with pipeline): O rescaled just before the next PV (FA3)
-    dlse: bool = False  # dQ only: the lse output has a gradient (it joins Delta)
+    dlse: bool = False  # dQ and delta: the lse output has a gradient (it joins Delta)
+    dq_atomic: bool = False  # dK/dV only: also reduce-adds dQ (the deterministic=False backward)
 
     @property
     def name(self):
@@ -52,16 +57,25 @@ class Variant:
         extra += "-defer" if self.defer else ""
         extra += f"-q{self.q_bufs}" if self.kernel == "fwd" else ""
         extra += "-dlse" if self.dlse else ""
+        extra += "-dqatomic" if self.dq_atomic else ""
         return f"{self.kernel}-{self.dtype}-d{self.head_dim}{'-causal' if self.causal else ''}{extra}"
+
+    @property
+    def gluon(self) -> bool:
+        """A Gluon kernel (warp-specialized, wgmma, TMA); "delta" is a plain Triton kernel."""
+        return self.kernel != "delta"
 
 
 def all_variants():
     out = []
     for dt, d, causal in itertools.product(DTYPES, HEAD_DIMS, (False, True)):
         out += [Variant("fwd", dt, d, causal, *loop) for loop in FWD_LOOPS]
-        out += [Variant("dq", dt, d, causal), Variant("dkdv", dt, d, causal)]
+        out += [Variant("dq", dt, d, causal), Variant("dkdv", dt, d, causal),
+                Variant("dkdv", dt, d, causal, dq_atomic=True)]
         if causal:  # return_lse's gradient (ring attention is causal); the flag only adds a load
             out.append(Variant("dq", dt, d, causal, dlse=True))
+    out += [Variant("delta", dt, d, False, dlse=dlse) for dt, d, dlse in itertools.product(DTYPES, HEAD_DIMS,
+                                                                                          (False, True))]
     return out
 
 
@@ -73,20 +87,24 @@ def _desc(dtype: str, rows: int, head_dim: int) -> str:
     return f"tensordesc<{dtype}[{rows},{head_dim}],{layout!r}>"
 
 
-_GL = {"fp16": "float16", "bf16": "bfloat16"}
+_GL = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
 def compile_sm90(v: Variant):
     """``triton.compile`` of one variant for sm90 (CUDA 9.0), no GPU needed."""
     import triton
     from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
 
     kernel, sig, consts = _signature(v)
     names = list(sig)
     constexprs = {(names.index(k),): val for k, val in consts.items()}
     for k in consts:
         sig[k] = "constexpr"
+    if not v.gluon:
+        src = triton.compiler.ASTSource(kernel, sig, constexprs)
+        return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+    from triton.experimental.gluon._runtime import GluonASTSource
+
     src = GluonASTSource(kernel, sig, constexprs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
                           options=dict(num_warps=4, maxnreg=MAXNREG))
@@ -119,12 +137,20 @@ def _signature(v: Variant):
     if v.kernel == "dkdv":
         from ._bwd import _attn_dkdv_hopper
 
+        # Without dq_atomic the launch passes dK's descriptor as the unread dq_desc.
+        dq = _desc("fp32", BWD_BLOCK_M, d) if v.dq_atomic else _desc(dt, 64, d)
         sig = dict(k_desc=_desc(dt, 64, d), v_desc=_desc(dt, 64, d), q_desc=_desc(dt, BWD_BLOCK_M, d),
                    do_desc=_desc(dt, BWD_BLOCK_M, d), dk_desc=_desc(dt, 64, d), dv_desc=_desc(dt, 64, d),
-                   LSE="*fp32", Delta="*fp32", **common, HEAD_DIM=None, BLOCK_M=None, STAGES=None,
-                   CAUSAL=None)
-        consts = dict(HEAD_DIM=d, BLOCK_M=BWD_BLOCK_M, STAGES=DKDV_STAGES[d], CAUSAL=v.causal)
+                   dq_desc=dq, LSE="*fp32", Delta="*fp32", **common, HEAD_DIM=None, BLOCK_M=None, STAGES=None,
+                   CAUSAL=None, DQ_ATOMIC=None)
+        stages = (DKDV_ATOMIC_STAGES if v.dq_atomic else DKDV_STAGES)[d]
+        consts = dict(HEAD_DIM=d, BLOCK_M=BWD_BLOCK_M, STAGES=stages, CAUSAL=v.causal, DQ_ATOMIC=v.dq_atomic)
         return _attn_dkdv_hopper, sig, consts
+    if v.kernel == "delta":
+        from ._bwd import _attn_bwd_delta
+
+        sig = dict(Out=f"*{dt}", dO=f"*{dt}", DLSE="*fp32", Delta="*fp32", HEAD_DIM=None, ROWS=None, HAS_DLSE=None)
+        return _attn_bwd_delta, sig, dict(HEAD_DIM=d, ROWS=DELTA_ROWS, HAS_DLSE=v.dlse)
     raise ValueError(f"unknown kernel {v.kernel!r}")
 
 
@@ -133,7 +159,8 @@ def facts(v: Variant, resources: bool = False) -> dict:
     (``resources``: ptxas -v on the PTX) registers per thread and spill bytes."""
     compiled = compile_sm90(v)
     ptx = compiled.asm["ptx"]
-    out = dict(name=v.name, target_sm90a=".target sm_90a" in ptx, wgmma=ptx.count("wgmma.mma_async"),
+    out = dict(name=v.name, gluon=v.gluon, target_sm90a=".target sm_90a" in ptx,
+               wgmma=ptx.count("wgmma.mma_async"), tma_reduces=ptx.count("cp.reduce.async.bulk.tensor"),
                wgmma_wait=ptx.count("wgmma.wait_group"), tma_loads=ptx.count("cp.async.bulk.tensor"),
                setmaxnreg=sorted({int(line.split()[-1].rstrip(";")) for line in ptx.splitlines()
                                   if "setmaxnreg" in line}),

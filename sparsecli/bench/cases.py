@@ -15,13 +15,17 @@ from ..plumbing.errors import UserError
 from ..layouts.presets import DTYPES, HEAD_DIMS, PASSES, PROVIDERS, Preset
 
 # Providers that compute the preset's block-sparse function; the others run full dense attention.
-SPARSE_SEMANTICS = ("sparse", "three-op", "sdpa-masked", "flex", "flex-flash", "naive")
+SPARSE_SEMANTICS = ("sparse", "sparse-nondet", "three-op", "sdpa-masked", "flex", "flex-flash", "fa4-sparse",
+                    "fa4-sparse-det", "naive")
 FLASH, FLEX = "sdpa-flash", "flex"
 # What the peers are, for legends and captions: `flex` stays FlexAttention's Triton backend.
 PROVIDER_NOTES = {
     "flex": "FlexAttention, Triton backend",
     "flex-flash": "FlexAttention, FLASH backend (FlashAttention-4 kernels)",
     "fa4": "FlashAttention-4, dense",
+    "sparse-nondet": "fused kernel, deterministic=False (the Hopper kernels reduce-add dQ)",
+    "fa4-sparse": "FlashAttention-4 called directly, layout as full blocks",
+    "fa4-sparse-det": "FlashAttention-4 called directly, layout as full blocks, deterministic backward",
 }
 BWD_FLOP_FACTOR = 2.5  # backward = 2.5x forward (two recomputed products + three gradients)
 

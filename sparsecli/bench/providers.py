@@ -47,11 +47,14 @@ def flash_attn_4():
 Attn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _sparse(ctx: Ctx) -> Attn:
-    from ..kernels import blocksparse_attention
+def _sparse(deterministic: bool):
+    def setup(ctx: Ctx) -> Attn:
+        from ..kernels import blocksparse_attention
 
-    return lambda q, k, v: blocksparse_attention(q, k, v, ctx.layout, ctx.block, causal=ctx.causal,
-                                                 sm_scale=ctx.sm_scale)
+        return lambda q, k, v: blocksparse_attention(q, k, v, ctx.layout, ctx.block, causal=ctx.causal,
+                                                     sm_scale=ctx.sm_scale, deterministic=deterministic)
+
+    return setup
 
 
 def _three_op(ctx: Ctx) -> Attn:
@@ -109,13 +112,18 @@ def _flex(provider: str):
 FA4_MAX_HEAD_DIM = 256
 
 
+def _fa4_inputs(ctx: Ctx, name: str) -> None:
+    """ValueError for what no FA4 kernel takes (head dim, dtype)."""
+    if ctx.head_dim is not None and ctx.head_dim > FA4_MAX_HEAD_DIM:
+        raise ValueError(f"{name} takes head dims up to {FA4_MAX_HEAD_DIM}, got {ctx.head_dim}")
+    if ctx.dtype not in (None, torch.float16, torch.bfloat16):
+        raise ValueError(f"{name} takes fp16 and bf16 inputs, got {str(ctx.dtype).removeprefix('torch.')}")
+
+
 def _fa4(ctx: Ctx) -> Attn:
     """Dense FlashAttention-4: the fastest dense kernel on Hopper, on (B, S, H, D) views of q, k, v."""
     cute = flash_attn_4()  # first: "not installed" is the news on a machine without it
-    if ctx.head_dim is not None and ctx.head_dim > FA4_MAX_HEAD_DIM:
-        raise ValueError(f"fa4 takes head dims up to {FA4_MAX_HEAD_DIM}, got {ctx.head_dim}")
-    if ctx.dtype not in (None, torch.float16, torch.bfloat16):
-        raise ValueError(f"fa4 takes fp16 and bf16 inputs, got {str(ctx.dtype).removeprefix('torch.')}")
+    _fa4_inputs(ctx, "fa4")
 
     def fn(q, k, v):
         # transpose(1, 2) is a view with unit stride in D: FA4 takes it without a copy.
@@ -125,6 +133,18 @@ def _fa4(ctx: Ctx) -> Attn:
         return out.transpose(1, 2)
 
     return fn
+
+
+def _fa4_sparse(deterministic: bool):
+    def setup(ctx: Ctx) -> Attn:
+        from .fa4_sparse import fa4_sparse_attention
+
+        cute = flash_attn_4()
+        _fa4_inputs(ctx, "fa4-sparse")
+        return fa4_sparse_attention(cute, ctx.layout, ctx.block, ctx.sm_scale, causal=ctx.causal,
+                                    deterministic=deterministic)
+
+    return setup
 
 
 def _pinned(backend_name: str):
@@ -144,7 +164,8 @@ def _pinned(backend_name: str):
 
 
 SETUPS = {
-    "sparse": _sparse,
+    "sparse": _sparse(deterministic=True),
+    "sparse-nondet": _sparse(deterministic=False),
     "three-op": _three_op,
     "sdpa-flash": _pinned("FLASH_ATTENTION"),
     "sdpa-cudnn": _pinned("CUDNN_ATTENTION"),
@@ -153,6 +174,8 @@ SETUPS = {
     "flex": _flex("flex"),
     "flex-flash": _flex("flex-flash"),
     "fa4": _fa4,
+    "fa4-sparse": _fa4_sparse(deterministic=False),
+    "fa4-sparse-det": _fa4_sparse(deterministic=True),
     "naive": _naive,
 }
 
@@ -163,6 +186,24 @@ def setup(provider: str, ctx: Ctx) -> Attn:
 
 def uses_layout(provider: str) -> bool:
     return provider in SPARSE_SEMANTICS
+
+
+# The backward of the peers that have a choice (FA4 reduce-adds dQ unless asked not to).
+PEER_BACKWARDS = {"fa4-sparse": "fa4-dq-atomic", "fa4-sparse-det": "fa4-deterministic", "flex-flash": "fa4-dq-atomic",
+                  "fa4": "fa4-dq-atomic"}
+
+
+def backward_of(provider: str, ctx: Ctx, q, k, v) -> str | None:
+    """Which backward the provider runs on these inputs (results' ``backward`` column): ours as
+    the dispatch decides it (``hopper-dq-atomic``, ``hopper-deterministic``, ...), FA4's, or None."""
+    if provider not in ("sparse", "sparse-nondet"):
+        return PEER_BACKWARDS.get(provider)
+    from ..kernels.fused.backend import backward_kind
+    from ..kernels.fused.args import check_args
+
+    args = check_args(q, k, v, ctx.layout, ctx.block, ctx.causal, ctx.sm_scale, None, "add", None, "mul", None,
+                      None, "auto", provider == "sparse")
+    return backward_kind(args.backend, args.deterministic)[0]
 
 
 # -- why a provider did not run ---------------------------------------------------------------

@@ -22,7 +22,7 @@ COLUMNS = (
     "case_id", "group_id", "preset", "provider", "pass", "dtype", "seq_len", "batch", "heads",
     "head_dim", "block", "causal", "layout_sha", "nnz_blocks", "density", "status", "reason",
     "median_ms", "p20_ms", "p80_ms", "tflops_nnz", "tflops_dense", "speedup_vs_flash",
-    "speedup_vs_flex", "peak_mem_mib", "max_rel_err", "check", "index_build_ms", "device",
+    "speedup_vs_flex", "peak_mem_mib", "max_rel_err", "check", "index_build_ms", "device", "backward",
 )
 STATUSES = ("ok", "wrong", "oom", "unavailable", "unsupported", "failed")
 

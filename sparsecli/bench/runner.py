@@ -72,6 +72,7 @@ def base_row(case: Case, fig: LayoutFigures | None, sha: str) -> dict:
         "status": "pending", "reason": "", "median_ms": None, "p20_ms": None, "p80_ms": None,
         "tflops_nnz": None, "tflops_dense": None, "speedup_vs_flash": None, "speedup_vs_flex": None,
         "peak_mem_mib": None, "max_rel_err": None, "check": "unchecked", "index_build_ms": None,
+        "backward": None,
     }
 
 
@@ -144,6 +145,7 @@ class Runner:
             again = host_ms(_pass_callable(fn, "fwd", x), self.opts.device)
             build_ms = max(0.0, first - again) if prov.uses_layout(provider) else None
             errors = self._check(provider, fn, shape, layout, fig, x, refs, needs_grad)
+            backward = prov.backward_of(provider, fresh, x.q, x.k, x.v) if needs_grad else None
         except Exception as e:  # noqa: BLE001
             status, reason = prov.classify(e)
             # A backend that is not there often says why in a warning; Unavailable says it itself.
@@ -156,6 +158,7 @@ class Runner:
         for c in cases:
             row = rows[c]
             row["index_build_ms"] = build_ms
+            row["backward"] = backward if c.pass_ != "fwd" else None
             self._measure(c, row, fn, x, fig, errors)
 
     def _check(self, provider, fn, shape, layout, fig, x, refs, needs_grad):

@@ -58,6 +58,7 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     env["cpu_path"] = path if not env["gpu"] else "PyTorch reference for CPU tensors"
     cap = tuple(int(x) for x in str(env["capability"]).split(".")) if env.get("capability") else None  # "9.0"
     env["hopper_path"] = _hopper_path(cap)
+    env["backward"] = _backwards(cap)
     env["attention_backend_env"] = _backend_env()
     if cap is None:
         env["attention_calls"] = {"every call": "no GPU: CPU tensors run the PyTorch reference (or the Triton "
@@ -83,6 +84,8 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
         t.add_row("gpu path", path)
     for label, where in env["attention_calls"].items():
         t.add_row(f"call: {label}", where)
+    for label, what in env["backward"].items():
+        t.add_row(f"backward, {label}", what)
     out_console.print(t)
 
 
@@ -94,6 +97,19 @@ def _hopper_path(capability) -> str:
     if not ok:
         return f"not available: {why}"
     return f"available for {hopper.CALLS} (blocksparse_attention's backend='auto' takes it for those calls)"
+
+
+def _backwards(capability) -> dict:
+    """What ``blocksparse_attention``'s backward runs here for each ``deterministic`` value."""
+    from ..kernels import hopper
+    from ..kernels.fused.backend import backward_kind
+
+    kernels = ["hopper", "triton"] if hopper.device_support(capability)[0] else ["triton"]
+    out = {}
+    for det in (True, False):
+        label = "deterministic=True (default)" if det else "deterministic=False"
+        out[label] = "; ".join(f"{b} kernels: {backward_kind(b, det)[1]}" for b in kernels)
+    return out
 
 
 def _backend_env() -> str:

@@ -18,8 +18,8 @@ from ..plumbing.errors import UserError
 from .registry import BOOL, COMPOSITIONS, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, REQUIRED, STR, kinds_using
 from .spec import CompositeSpec, SparsitySpec
 
-PROVIDERS = ("sparse", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked", "flex",
-             "flex-flash", "fa4", "naive")
+PROVIDERS = ("sparse", "sparse-nondet", "three-op", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-masked",
+             "flex", "flex-flash", "fa4", "fa4-sparse", "fa4-sparse-det", "naive")
 DTYPES = ("fp16", "bf16", "fp32")
 PASSES = ("fwd", "bwd", "fwd+bwd")
 HEAD_DIMS = (16, 32, 64, 128)

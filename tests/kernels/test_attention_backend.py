@@ -113,6 +113,7 @@ class _FakeHopper:
 
     def __init__(self):
         self.calls = []
+        self.deterministic = []  # what each backward was asked for
 
     def forward(self, plan, q, k, v):
         self.calls.append(("fwd", plan))
@@ -121,8 +122,9 @@ class _FakeHopper:
                                                    sm_scale=plan.sm_scale, return_lse=True)
         return out, torch.where(lse == float("-inf"), float("inf"), lse * launch.LOG2E)
 
-    def backward(self, plan, q, k, v, out, lse, dout, dlse=None):
+    def backward(self, plan, q, k, v, out, lse, dout, dlse=None, deterministic=True):
         self.calls.append(("bwd", plan))
+        self.deterministic.append(deterministic)
         st = plan.static
         return reference_backward(dout, dlse, q, k, v, out, st.layout, st.block, causal=st.causal,
                                   sm_scale=plan.sm_scale)
@@ -194,6 +196,37 @@ def test_compiled_call_records_the_hopper_backend(fake_hopper):
     assert all(_close(a, b) for a, b in zip(grads, want[1:]))
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_deterministic_reaches_the_hopper_backward(fake_hopper, compiled):
+    torch._dynamo.reset()
+    q, k, v = _gqa_inputs()
+    lay = make_layout(4, 2, 3, block=128, q_len=256, k_len=384)
+    for det in (True, False):
+        fn = lambda q, k, v, det=det: _loss(q, k, v, lay, deterministic=det)  # noqa: E731
+        if compiled:
+            fn = torch.compile(fn, fullgraph=True, backend="aot_eager")
+        torch.autograd.grad(fn(q, k, v), (q, k, v))
+    assert fake_hopper.deterministic == [True, False]
+
+
+def test_deterministic_must_be_a_bool():
+    q = rand(1, 2, 256, 64)
+    with pytest.raises(ValueError, match="deterministic must be True or False, got 'no'"):
+        blocksparse_attention(q, q, q, torch.ones(2, 2), 128, deterministic="no")
+
+
+def test_portable_path_takes_deterministic_false_and_stays_deterministic():
+    # CPU tensors (the reference path, or the Triton kernels under the interpreter): the same
+    # gradients bit for bit either way; only the Hopper kernels have an atomic dQ.
+    q, k, v = (rand(1, 2, 256, 32).requires_grad_() for _ in range(3))
+    lay = make_layout(2, 4, 4, block=64, q_len=256, k_len=256)
+    grads = []
+    for det in (True, False):
+        out = blocksparse_attention(q, k, v, lay, 64, deterministic=det)
+        grads.append(torch.autograd.grad((out ** 2).sum(), (q, k, v)))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
 def test_compiled_call_honours_a_forced_triton_backend(fake_hopper, monkeypatch):
     torch._dynamo.reset()
     monkeypatch.setenv(ENV, "triton")
@@ -232,6 +265,16 @@ def test_info_says_which_path_each_call_takes_on_sm90(monkeypatch):
     assert calls["bf16 D128 + segment_ids"].startswith("triton: segment_ids")
     doc = _info(monkeypatch, "9.0", "--block", "128", "--head-dim", "96")
     assert doc["attention_calls"] == {"this call": "triton: head dim 96 (the Hopper kernels take 64 or 128)"}
+
+
+def test_info_says_which_backward_each_deterministic_value_runs(monkeypatch):
+    backward = _info(monkeypatch, "9.0")["backward"]
+    assert "hopper kernels: one dK/dV launch that also reduce-adds dQ" in backward["deterministic=False"]
+    assert "triton kernels: deterministic anyway" in backward["deterministic=False"]
+    assert backward["deterministic=True (default)"].startswith("hopper kernels: a dQ launch and a dK/dV launch")
+    backward = _info(monkeypatch, None)["backward"]
+    assert list(backward.values())[1].startswith("triton kernels: deterministic anyway")
+    assert "hopper" not in " ".join(backward.values())
 
 
 def test_info_on_other_gpus_and_without_one(monkeypatch):

@@ -37,6 +37,9 @@ def test_variant_compiles_for_sm90(compiled, name):
     r = compiled[name]
     assert "error" not in r, r.get("error")
     assert r["target_sm90a"] and r["cubin_bytes"] > 0
+    if not r["gluon"]:  # the Delta pre-pass of the one-launch backward: a plain Triton kernel
+        assert r["wgmma"] == 0 and 0 < r["shared"] <= SMEM_LIMIT
+        return
     assert r["wgmma"] > 0 and r["wgmma_wait"] > 0
     assert r["tma_loads"] > 0
     assert 24 in r["setmaxnreg"] and 240 in r["setmaxnreg"]  # producer 24, consumers 240
@@ -48,6 +51,16 @@ def test_pipelined_forward_issues_qk_of_the_next_tile_early(compiled):
     for dt in V.DTYPES:
         assert compiled[f"fwd-{dt}-d128-pipe-pingpong-q1"]["wgmma"] > compiled[f"fwd-{dt}-d128-q1"]["wgmma"]
 
+
+
+def test_one_launch_backward_reduce_adds_dq_with_tma(compiled):
+    # deterministic=False: the dK/dV kernel also runs dQ += dS K (one more GEMM per warpgroup and
+    # step) and adds it to global memory with a TMA reduce-add; the deterministic kernel has none.
+    for v in V.all_variants():
+        if v.kernel == "dkdv" and v.dq_atomic:
+            plain = compiled[v.name.replace("-dqatomic", "")]
+            assert compiled[v.name]["tma_reduces"] > 0 and plain["tma_reduces"] == 0
+            assert compiled[v.name]["wgmma"] > plain["wgmma"]
 
 
 def test_second_q_buffer_fits_shared_memory(compiled):

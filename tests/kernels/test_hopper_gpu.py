@@ -81,6 +81,39 @@ def test_hopper_backward_is_deterministic():
         assert all(torch.equal(a, b) for a, b in zip(first, grads()))
 
 
+@pytest.mark.parametrize("dtype,D,causal", GRID,
+                         ids=[f"{str(g[0])[6:]}-d{g[1]}{'-causal' if g[2] else ''}" for g in GRID])
+def test_hopper_one_launch_backward_grid(dtype, D, causal):
+    # deterministic=False: dQ reduce-added (TMA) from the dK/dV kernel, after the Delta pre-pass;
+    # GQA/MQA (a dK/dV program adds into its group's query heads) and the lse gradient included.
+    i = GRID.index((dtype, D, causal))
+    Hkv, Sk = SHAPES[(i + 1) % len(SHAPES)]
+    check(2, 4, 1024, D, 128, dtype, Hkv=Hkv, Sk=Sk, causal=causal, per_head=i % 2 == 1, lse=i % 4 >= 2,
+          device="cuda", backend="hopper", deterministic=False)
+
+
+def test_one_launch_backward_runs_one_kernel_fewer_and_matches_the_deterministic_one(monkeypatch):
+    from sparsecli.kernels.hopper import _bwd
+
+    launched = []
+    for name in ("_attn_dq_hopper", "_attn_dkdv_hopper", "_attn_bwd_delta"):
+        kernel = getattr(_bwd, name)
+        monkeypatch.setattr(_bwd, name, type("Spy", (), {"__getitem__": lambda self, grid, k=kernel, n=name:
+                                                          launched.append(n) or k[grid]})())
+    lay = make_layout(4, 16, block=128)
+    q, k, v, dout = (rand(2, 4, 2048, 128, dtype=torch.bfloat16, device="cuda") for _ in range(4))
+    grads = {}
+    for det in (True, False):
+        launched.clear()
+        qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+        out = blocksparse_attention(qg, kg, vg, lay, 128, backend="hopper", deterministic=det)
+        grads[det] = torch.autograd.grad(out, (qg, kg, vg), dout)
+        assert launched == (["_attn_dq_hopper", "_attn_dkdv_hopper"] if det else
+                            ["_attn_bwd_delta", "_attn_dkdv_hopper"])
+    for a, b in zip(grads[True], grads[False]):
+        assert rel(b, a) < 1e-2
+
+
 def test_auto_takes_the_hopper_kernels_where_they_apply(monkeypatch):
     calls = []
     real = launch.forward
