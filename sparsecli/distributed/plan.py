@@ -16,6 +16,7 @@ rank builds the same plan without talking to the others.
 from __future__ import annotations
 
 import numbers
+import zlib
 
 import torch
 
@@ -62,9 +63,23 @@ class RankProblem:
       sends rank ``dst`` (``lend_q[dst]`` also says which partial outputs come back from ``dst``).
     """
 
-    def __init__(self, blocks, local, fetched, remote, borrowed, helper, send_kv, lend_q):
+    def __init__(self, blocks, local, fetched, remote, borrowed, helper, send_kv, lend_q, owner, shared_heads):
         self.blocks, self.local, self.fetched, self.remote = blocks, local, fetched, remote
         self.borrowed, self.helper, self.send_kv, self.lend_q = borrowed, helper, send_kv, lend_q
+        world_size = len(send_kv)
+        # Per source rank: how many fetched K/V blocks and borrowed Q rows arrive from it.
+        self.fetch_from = torch.bincount(owner[fetched], minlength=world_size).tolist()
+        self.borrow_from = torch.bincount(owner[borrowed], minlength=world_size).tolist()
+        self._shared_heads = shared_heads
+        self._kernel_layouts = None
+
+    def kernel_layouts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(local, remote, helper) as the kernels take them: one head when every head is alike
+        (smaller index tables), the same tensor objects every call (the kernels cache per layout)."""
+        if self._kernel_layouts is None:
+            lays = (self.local, self.remote, self.helper)
+            self._kernel_layouts = tuple(x[:1].contiguous() for x in lays) if self._shared_heads else lays
+        return self._kernel_layouts
 
     @property
     def work(self) -> int:
@@ -88,6 +103,8 @@ class ContextParallelPlan:
         self.seq_len = nb * block
         self.owner = torch.tensor(owner, dtype=torch.long)
         self.spread = spread
+        self._fingerprint = None
+        self.shared_heads = bool((layout == layout[:1]).all())
         self._blocks = [torch.nonzero(self.owner == r).flatten() for r in range(world_size)]
         position = torch.empty(nb, dtype=torch.long)  # a block's index within its owner's shard
         for b in self._blocks:
@@ -108,7 +125,20 @@ class ContextParallelPlan:
                 blocks=mine, local=rows[:, :, mine].contiguous(), fetched=fetched[r], remote=remote.contiguous(),
                 borrowed=borrowed[r], helper=layout[:, borrowed[r]][:, :, mine].contiguous(),
                 send_kv=[position[fetched[d][self.owner[fetched[d]] == r]] for d in range(world_size)],
-                lend_q=[position[borrowed[d][self.owner[borrowed[d]] == r]] for d in range(world_size)]))
+                lend_q=[position[borrowed[d][self.owner[borrowed[d]] == r]] for d in range(world_size)],
+                owner=self.owner, shared_heads=self.shared_heads))
+        # The same on every rank: whether an exchange has anything to carry anywhere.
+        self.kv_traffic = any(len(f) for f in fetched)
+        self.spread_traffic = any(len(b) for b in borrowed)
+
+    def fingerprint(self) -> int:
+        """A checksum of everything that decides the split and the traffic (ranks compare theirs)."""
+        if self._fingerprint is None:
+            crc = zlib.crc32(repr((self.world_size, self.block, self.causal, self.strategy)).encode())
+            for t in (self.owner, self.spread, self.layout):
+                crc = zlib.crc32(t.numpy().tobytes(), crc)
+            self._fingerprint = crc
+        return self._fingerprint
 
     def __repr__(self) -> str:
         return (f"ContextParallelPlan(num_blocks={self.num_blocks}, block={self.block}, world_size={self.world_size}, "
