@@ -90,7 +90,7 @@ class _ContextParallelAttention(torch.autograd.Function):
         plan, p, b, N = run.plan, run.problem, run.plan.block, run.world_size
         B, Hq, S, D = q.shape
         Hkv = k.shape[1]
-        local_lay, remote_lay, helper_lay = p.kernel_layouts()
+        local_lay, remote_lay, helper_lay = p.local, p.remote, p.helper
         build = any(ctx.needs_input_grad[:3])
         g = {}  # the parts' graphs (inputs and outputs), differentiated in backward
 

@@ -11,7 +11,10 @@ from bisect import bisect_left, bisect_right
 from itertools import accumulate
 
 STRATEGIES = ("balanced", "contiguous", "zigzag")
-ROW_SHARE = 32  # balanced: a row heavier than 1/ROW_SHARE of a rank's mean work is lent out
+# balanced: a row is spread when it is over 1/ROW_SHARE of a rank's mean work and reaches more
+# key blocks than a rank holds and GLOBAL_FACTOR times the median row's (plan.global_rows).
+ROW_SHARE = 32
+GLOBAL_FACTOR = 8
 
 
 def even_runs(n: int, parts: int) -> list[int]:

@@ -20,7 +20,7 @@ import zlib
 
 import torch
 
-from .partition import ROW_SHARE, STRATEGIES, balanced_runs, contiguous_owners, owners_of_runs, zigzag_owners
+from .partition import GLOBAL_FACTOR, ROW_SHARE, STRATEGIES, balanced_runs, contiguous_owners, owners_of_runs, zigzag_owners
 
 
 def positive_int(value, name: str) -> int:
@@ -39,11 +39,16 @@ def _as_block_layout(layout) -> torch.Tensor:
     lay = lay.unsqueeze(0) if lay.dim() == 2 else lay
     if lay.shape[0] == 0:
         raise ValueError(f"layout has no heads: shape {tuple(layout.shape)}")
-    if lay.dtype != torch.bool:
-        if bool(((lay != 0) & (lay != 1)).any()):
-            raise ValueError("layout must hold only 0 and 1")
-        lay = lay != 0
-    return lay.clone()
+    if lay.dtype == torch.bool:
+        return lay.clone()
+    if lay.is_floating_point() or lay.is_complex():
+        bad = bool(((lay != 0) & (lay != 1)).any())
+    else:  # integers: two reductions instead of two full comparisons
+        lo, hi = torch.aminmax(lay)
+        bad = bool(lo < 0) or bool(hi > 1)
+    if bad:
+        raise ValueError("layout must hold only 0 and 1")
+    return lay != 0
 
 
 def _arrival_order(ids: torch.Tensor, owner: torch.Tensor, nb: int) -> torch.Tensor:
@@ -55,7 +60,8 @@ class RankProblem:
     """What one rank computes and exchanges (block ids are sequence blocks; *positions* are
     block indices within the rank's shard):
 
-    - ``blocks``: its blocks, ascending; ``local``: layout ``(H, n, n)`` of its rows against them;
+    - ``blocks``: its blocks, ascending; ``local``: layout ``(H, n, n)`` of its rows against them
+      (H: the plan layout's heads, one when every head is alike);
     - ``fetched``: remote K/V blocks it receives, in arrival order; ``remote``: ``(H, n, F)``;
     - ``borrowed``: spread rows of other ranks it computes against its own keys, in arrival
       order; ``helper``: ``(H, G, n)``;
@@ -63,27 +69,19 @@ class RankProblem:
       sends rank ``dst`` (``lend_q[dst]`` also says which partial outputs come back from ``dst``).
     """
 
-    def __init__(self, blocks, local, fetched, remote, borrowed, helper, send_kv, lend_q, owner, shared_heads):
+    def __init__(self, blocks, local, fetched, remote, borrowed, helper, send_kv, lend_q, owner, head_repeat):
         self.blocks, self.local, self.fetched, self.remote = blocks, local, fetched, remote
         self.borrowed, self.helper, self.send_kv, self.lend_q = borrowed, helper, send_kv, lend_q
         world_size = len(send_kv)
         # Per source rank: how many fetched K/V blocks and borrowed Q rows arrive from it.
         self.fetch_from = torch.bincount(owner[fetched], minlength=world_size).tolist()
         self.borrow_from = torch.bincount(owner[borrowed], minlength=world_size).tolist()
-        self._shared_heads = shared_heads
-        self._kernel_layouts = None
-
-    def kernel_layouts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(local, remote, helper) as the kernels take them: one head when every head is alike
-        (smaller index tables), the same tensor objects every call (the kernels cache per layout)."""
-        if self._kernel_layouts is None:
-            lays = (self.local, self.remote, self.helper)
-            self._kernel_layouts = tuple(x[:1].contiguous() for x in lays) if self._shared_heads else lays
-        return self._kernel_layouts
+        self._head_repeat = head_repeat
 
     @property
     def work(self) -> int:
-        return int(self.local.sum()) + int(self.remote.sum()) + int(self.helper.sum())
+        """Non-zero blocks computed, summed over the heads of the layout the plan was given."""
+        return (int(self.local.sum()) + int(self.remote.sum()) + int(self.helper.sum())) * self._head_repeat
 
 
 class ContextParallelPlan:
@@ -91,31 +89,33 @@ class ContextParallelPlan:
     ranks, and the traffic it implies. Build it with ``plan_context_parallel``.
 
     ``layout`` is the plan's own ``(H, nb, nb)`` bool copy, causal blocks above the diagonal
-    already dropped. ``owner[b]`` is the rank holding sequence block b; ``spread[b]`` says whether
+    already dropped, with ``H = 1`` when every head of the given layout is alike (then it serves
+    any number of query heads); ``num_heads`` is the given layout's head count. ``owner[b]`` is the rank holding sequence block b; ``spread[b]`` says whether
     row b is spread over its key blocks' owners (``balanced`` only).
     """
 
-    def __init__(self, layout: torch.Tensor, block: int, world_size: int, causal: bool, strategy: str,
-                 owner: list[int], spread: torch.Tensor):
-        self.layout, self.block, self.world_size = layout, block, world_size
+    def __init__(self, layout: torch.Tensor, num_heads: int, block: int, world_size: int, causal: bool,
+                 strategy: str, owner: list[int], spread: torch.Tensor):
+        self.layout, self.num_heads, self.block, self.world_size = layout, num_heads, block, world_size
         self.causal, self.strategy = causal, strategy
         nb = self.num_blocks = layout.shape[-1]
         self.seq_len = nb * block
         self.owner = torch.tensor(owner, dtype=torch.long)
         self.spread = spread
         self._fingerprint = None
-        self.shared_heads = bool((layout == layout[:1]).all())
         self._blocks = [torch.nonzero(self.owner == r).flatten() for r in range(world_size)]
         position = torch.empty(nb, dtype=torch.long)  # a block's index within its owner's shard
         for b in self._blocks:
             position[b] = torch.arange(len(b))
+        # Any head: (nb, nb). amax, not any: bool reductions over leading dims are far slower.
+        union = layout.amax(0) if layout.shape[0] > 1 else layout[0]
         fetched, borrowed = [], []
         for r, mine in enumerate(self._blocks):
             kept = mine[~spread[mine]]  # rows r computes whole
-            need = layout[:, kept].any(0).any(0) & (self.owner != r)
+            need = union[kept].amax(0) & (self.owner != r) if len(kept) else torch.zeros(nb, dtype=torch.bool)
             fetched.append(_arrival_order(torch.nonzero(need).flatten(), self.owner, nb))
             rows = torch.nonzero(spread & (self.owner != r)).flatten()
-            rows = rows[layout[:, rows][:, :, mine].any(0).any(-1)] if len(rows) and len(mine) else rows[:0]
+            rows = rows[union[rows][:, mine].amax(1)] if len(rows) and len(mine) else rows[:0]
             borrowed.append(_arrival_order(rows, self.owner, nb))
         self._problems = []
         for r, mine in enumerate(self._blocks):
@@ -126,7 +126,7 @@ class ContextParallelPlan:
                 borrowed=borrowed[r], helper=layout[:, borrowed[r]][:, :, mine].contiguous(),
                 send_kv=[position[fetched[d][self.owner[fetched[d]] == r]] for d in range(world_size)],
                 lend_q=[position[borrowed[d][self.owner[borrowed[d]] == r]] for d in range(world_size)],
-                owner=self.owner, shared_heads=self.shared_heads))
+                owner=self.owner, head_repeat=num_heads // layout.shape[0]))
         # The same on every rank: whether an exchange has anything to carry anywhere.
         self.kv_traffic = any(len(f) for f in fetched)
         self.spread_traffic = any(len(b) for b in borrowed)
@@ -134,7 +134,7 @@ class ContextParallelPlan:
     def fingerprint(self) -> int:
         """A checksum of everything that decides the split and the traffic (ranks compare theirs)."""
         if self._fingerprint is None:
-            crc = zlib.crc32(repr((self.world_size, self.block, self.causal, self.strategy)).encode())
+            crc = zlib.crc32(repr((self.world_size, self.block, self.causal, self.strategy, self.num_heads)).encode())
             for t in (self.owner, self.spread, self.layout):
                 crc = zlib.crc32(t.numpy().tobytes(), crc)
             self._fingerprint = crc
@@ -220,7 +220,7 @@ class ContextParallelPlan:
           way, (N - 1) / N of K and V, for comparison.
         """
         head_dim, kv_heads = positive_int(head_dim, "head_dim"), positive_int(kv_heads, "kv_heads")
-        q_heads = (self.layout.shape[0] if self.layout.shape[0] > 1 else kv_heads) if q_heads is None else \
+        q_heads = (self.num_heads if self.num_heads > 1 else kv_heads) if q_heads is None else \
             positive_int(q_heads, "q_heads")
         if not isinstance(dtype, torch.dtype):
             raise ValueError(f"dtype must be a torch.dtype, got {dtype!r}")
@@ -251,6 +251,32 @@ class ContextParallelPlan:
         }
 
 
+def global_rows(lay: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Bool (nb,): the rows ``balanced`` spreads over their keys' owners.
+
+    A *global* row reaches more key blocks (any head) than a rank holds and ``GLOBAL_FACTOR``
+    times as many as the median row (BigBird's and Longformer's global rows, not the long rows
+    of a causal layout, which are at most twice the median), and it is more than
+    ``1 / ROW_SHARE`` of a rank's mean work. Kept whole, such a row is a large share of one
+    rank's work and makes that rank receive nearly every K/V block of the sequence; spread, it
+    costs its Q block to each key owner and a partial output back.
+    """
+    nb = lay.shape[-1]
+    if world_size == 1:
+        return torch.zeros(nb, dtype=torch.bool)
+    keys = lay.amax(0).sum(1)
+    work = lay.sum((0, 2))
+    wide = (keys * world_size > nb) & (keys > GLOBAL_FACTOR * keys.median())
+    return wide & (work * (world_size * ROW_SHARE) > work.sum())
+
+
+def _balanced_runs(lay: torch.Tensor, world_size: int, spread: torch.Tensor) -> list[int]:
+    """Run boundaries of ``balanced``: a block weighs the work its owner does for it, its row's
+    unless the row is spread, plus the pairs of spread rows that have it as key."""
+    weight = torch.where(spread, 0, lay.sum((0, 2))) + lay[:, spread].sum((0, 1))
+    return balanced_runs(weight.tolist(), world_size)
+
+
 def plan_context_parallel(layout, block: int, world_size: int, *, causal: bool = False,
                           strategy: str = "balanced") -> ContextParallelPlan:
     """Split a sequence of ``layout.shape[-1]`` blocks of ``block`` tokens over ``world_size`` ranks.
@@ -263,21 +289,24 @@ def plan_context_parallel(layout, block: int, world_size: int, *, causal: bool =
     - ``"zigzag"``: ``2 * world_size`` equal chunks, rank r holding chunks r and
       ``2 * world_size - 1 - r`` (causal ring attention's split);
     - ``"balanced"``: contiguous runs of equal *work* (non-zero blocks summed over heads), not
-      equal tokens. First the rows heavier than ``1 / ROW_SHARE`` of a rank's mean work are
-      spread: each of their pairs counts for the owner of its key block, which computes it. Then
-      every block weighs the work its owner does for it (its row's, unless spread, plus the
-      spread rows' pairs with it as key), and ``partition.balanced_runs`` cuts the sequence into
-      ``world_size`` runs with the least largest weight any contiguous split reaches, boundaries
-      nearest the even shares. That largest work is below mean + the heaviest block's weight, so
-      the imbalance exceeds the best possible split's by less than that block's share of a rank
-      (about ``1 / ROW_SHARE`` at most unless one column is very heavy). One run per rank keeps
-      the rows that share keys together, so a rank fetches only its run's halo plus the blocks
-      its rows reach far (global and random columns).
+      equal tokens. ``partition.balanced_runs`` cuts the sequence into ``world_size`` runs with
+      the least largest work any contiguous split reaches, boundaries nearest the even shares;
+      that largest work is below mean + the heaviest row's work. Global rows (every key block
+      of every head: ``global_rows``) would be most of a rank's work, so they are *spread*:
+      their pairs with remote keys are computed by the keys' owners, and a block weighs its
+      row's work (unless spread) plus the spread rows' pairs with it as key. The imbalance then
+      exceeds the best possible split's (not restricted to runs) by less than the heaviest
+      remaining block weight's share of a rank's work.
+      One run per rank keeps the rows that share keys together, so a rank fetches only its
+      run's halo plus the blocks its rows reach far (global and random columns).
 
     Any ``world_size`` works, including one that does not divide nb (and one larger than nb:
     some ranks then hold nothing). Deterministic: every rank builds the same plan.
     """
     lay = _as_block_layout(layout)
+    num_heads = lay.shape[0]
+    if num_heads > 1 and bool((lay == lay[:1]).all()):
+        lay = lay[:1].clone()  # one head stands for all: every figure below is 1/num_heads of the work
     block = positive_int(block, "block")
     world_size = positive_int(world_size, "world_size")
     if not isinstance(causal, bool):
@@ -293,9 +322,6 @@ def plan_context_parallel(layout, block: int, world_size: int, *, causal: bool =
     elif strategy == "zigzag":
         owner = zigzag_owners(nb, world_size)
     else:
-        row_work = lay.sum((0, 2))
-        if world_size > 1:
-            spread = row_work * (world_size * ROW_SHARE) > row_work.sum()
-        weight = torch.where(spread, 0, row_work) + lay[:, spread].sum((0, 1))
-        owner = owners_of_runs(balanced_runs(weight.tolist(), world_size))
-    return ContextParallelPlan(lay, block, world_size, causal, strategy, owner, spread)
+        spread = global_rows(lay, world_size)
+        owner = owners_of_runs(_balanced_runs(lay, world_size, spread))
+    return ContextParallelPlan(lay, num_heads, block, world_size, causal, strategy, owner, spread)

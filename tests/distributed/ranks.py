@@ -30,7 +30,10 @@ def _free_port() -> int:
 def _entry(fn, rank, world_size, port, results, args):
     # The PyTorch reference is the CPU path under test (the Triton interpreter would take minutes).
     os.environ["TRITON_INTERPRET"] = "0"
+    import torch
     import torch.distributed as dist
+
+    torch.set_num_threads(1)  # N ranks share the machine's cores: no intra-op threads fighting over them
 
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,

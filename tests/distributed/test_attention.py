@@ -16,15 +16,15 @@ TOLERANCE = 1e-5
 
 CASES = {
     1: [AttnCase(causal=True), AttnCase(strategy="contiguous", layout_heads="2d", q_heads=4, kv_heads=2)],
-    2: [AttnCase(strategy=s, causal=c, seed=i) for i, (s, c) in enumerate(
+    2: [AttnCase(strategy=s, causal=c, seed=i, global_factor=1.0) for i, (s, c) in enumerate(
         [("balanced", False), ("balanced", True), ("contiguous", False), ("contiguous", True),
          ("zigzag", False), ("zigzag", True)])],
-    3: [AttnCase(nb=7, row_share=2, q_heads=4, kv_heads=2, seed=7),  # only the global row is spread
+    3: [AttnCase(nb=7, global_factor=1.2, q_heads=4, kv_heads=2, seed=7),  # the global row and one more are spread
         AttnCase(nb=7, strategy="zigzag", causal=True, layout_heads="one", batch=2, seed=8),
-        AttnCase(layout_heads="2d", causal=True, seed=9)],
+        AttnCase(layout_heads="2d", causal=True, seed=9, global_factor=1.0)],
     4: [AttnCase(nb=3, global_rows=(1,), empty_rows=(), causal=True, seed=10),  # a rank holds no block
         AttnCase(nb=10, strategy="contiguous", kv_heads=2, seed=11),
-        AttnCase(nb=9, causal=True, empty_rows=(0, 5), seed=12)],
+        AttnCase(nb=9, causal=True, empty_rows=(0, 5), seed=12, global_factor=1.0)],
 }
 
 
@@ -43,12 +43,13 @@ def test_matches_single_process(world_size, monkeypatch):
 
 
 def test_cases_exercise_what_they_claim():
-    """The case list really holds spread rows, empty rows and an empty rank (else the test above
-    would pass without covering them)."""
-    spread = {(n, i): int(c.plan(n).spread.sum()) for n, cs in CASES.items() for i, c in enumerate(cs)}
-    assert spread[(2, 0)] > 0 and spread[(2, 2)] == 0
-    assert 0 < spread[(3, 0)] < CASES[3][0].nb
+    """The case list really holds spread rows (many, and a few), empty rows, an
+    empty rank and block counts the world size does not divide (else the test above would pass
+    without covering them)."""
+    spread = {(n, i): c.plan(n).spread.nonzero().flatten().tolist() for n, cs in CASES.items() for i, c in enumerate(cs)}
+    assert len(spread[(2, 0)]) > 1 and len(spread[(2, 1)]) > 1 and spread[(2, 2)] == []
+    assert 2 in spread[(3, 0)] and len(spread[(3, 0)]) < CASES[3][0].nb / 2
+    assert spread[(4, 2)]
     assert min(len(CASES[4][0].plan(4).blocks(r)) for r in range(4)) == 0
-    lay = CASES[4][2].layout()
-    assert not lay[:, 5].any()
+    assert not CASES[4][2].layout()[:, 5].any()
     assert any(c.nb % n for n, cs in CASES.items() for c in cs)
