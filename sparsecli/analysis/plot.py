@@ -48,22 +48,23 @@ def pooled_fraction(head: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def layout_heatmap(layout: torch.Tensor, groups, title: str, path: str | Path) -> Path:
-    """Write one panel per (first head, members) group to ``path`` (PNG, atomically) and return it."""
-    return save(layout_figure(layout, groups, title), path)
+def layout_heatmap(layout: torch.Tensor, groups, title: str, path: str | Path, extra=()) -> Path:
+    """Write one panel per (first head, members) group to ``path`` (PNG, atomically) and return it.
+    ``extra``: more panels after those, as ``(title, draw(ax))`` pairs."""
+    return save(layout_figure(layout, groups, title, extra), path)
 
 
 def difference_heatmap(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[str, str], title: str,
-                       path: str | Path) -> Path:
+                       path: str | Path, extra=()) -> Path:
     """Write ``difference_figure`` to ``path`` (atomically) and return it."""
-    return save(difference_figure(a, b, groups, labels, title), path)
+    return save(difference_figure(a, b, groups, labels, title, extra), path)
 
 
 def save(fig, path: str | Path) -> Path:
     return write_atomic(path, lambda tmp: fig.savefig(tmp, format=_format(path)))
 
 
-def layout_figure(layout: torch.Tensor, groups, title: str):
+def layout_figure(layout: torch.Tensor, groups, title: str, extra=()):
     """One panel per (first head, members) group, each pixel shaded by the fraction present."""
     from matplotlib.colors import LinearSegmentedColormap
 
@@ -75,10 +76,11 @@ def layout_figure(layout: torch.Tensor, groups, title: str):
         return pooled_fraction(layout[first].bool(), k).numpy()
 
     return _panels(groups, nb, k, title, lambda ax, first: ax.imshow(
-        image(first), cmap=cmap, vmin=0, vmax=1, interpolation="antialiased", extent=(-0.5, nb - 0.5, nb - 0.5, -0.5)))
+        image(first), cmap=cmap, vmin=0, vmax=1, interpolation="antialiased", extent=(-0.5, nb - 0.5, nb - 0.5, -0.5)),
+        extra=extra)
 
 
-def difference_figure(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[str, str], title: str):
+def difference_figure(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[str, str], title: str, extra=()):
     """Panels of what ``a`` has that ``b`` lacks and the reverse (and, grey, what both have);
     ``groups`` are the distinct head pairs. Pooled pixels mix the colours by fraction."""
     from matplotlib.colors import to_rgb
@@ -98,7 +100,7 @@ def difference_figure(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[st
     legend = [Patch(color=ONLY_A, label=f"only {labels[0]}"), Patch(color=ONLY_B, label=f"only {labels[1]}"),
               Patch(color=BOTH, label="both")]
     return _panels(groups, nb, k, title, lambda ax, first: ax.imshow(
-        image(first), interpolation="antialiased", extent=(-0.5, nb - 0.5, nb - 0.5, -0.5)), legend)
+        image(first), interpolation="antialiased", extent=(-0.5, nb - 0.5, nb - 0.5, -0.5)), legend, extra)
 
 
 # Images go through matplotlib's "antialiased" resampling: a 1024-pixel image in a ~500-pixel panel
@@ -106,18 +108,20 @@ def difference_figure(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[st
 # dashes), while small layouts, enlarged more than 3x, stay crisp nearest-neighbour cells.
 
 
-def _panels(groups, nb: int, k: int, title: str, draw, legend=None):
+def _panels(groups, nb: int, k: int, title: str, draw, legend=None, extra=()):
     from matplotlib.figure import Figure
 
     shown = groups[:MAX_PANELS]
-    cols = min(len(shown), 4)
-    rows = math.ceil(len(shown) / cols)
+    panels = [(f"head {first}" if len(members) == 1 else f"heads {_ranges(members)}",
+               lambda ax, first=first: draw(ax, first)) for first, members in shown] + list(extra)
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
     width = PANEL_INCHES * cols
     fig = Figure(figsize=(width, PANEL_INCHES * rows + 0.9), dpi=150, layout="constrained")
-    for i, (first, members) in enumerate(shown):
+    for i, (panel_title, draw_panel) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        draw(ax, first)
-        ax.set_title(f"head {first}" if len(members) == 1 else f"heads {_ranges(members)}", fontsize=9)
+        draw_panel(ax)
+        ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("key block")
         ax.set_ylabel("query block")
         if nb <= 32:  # cell borders only where they are legible

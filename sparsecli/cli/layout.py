@@ -12,6 +12,7 @@ from ..plumbing.errors import UserError
 from ..layouts.registry import KINDS, PARAMS, defaults_text
 from .app import app
 from .console import err_console, out_console
+from .layout_cp import PANEL as CP, CpRequest, CpStrategy, cp_panel, cp_table
 from .layout_sources import DEFAULT_HEADS, DEFAULT_SEQ, build, check_unused, plan_file, plan_kind, plan_preset, plan_vs
 
 Mode = Enum("Mode", {m: m for m in KINDS}, type=str)
@@ -74,6 +75,10 @@ def layout(
     head: Annotated[Optional[int], typer.Option(help="Show only this head.", show_default="every distinct head layout", rich_help_panel=OUT)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.", rich_help_panel=OUT)] = Format.table,
     save: Annotated[Optional[Path], typer.Option(help="Export the layout tensor (.pt or .npy).", show_default="no export", rich_help_panel=OUT)] = None,
+    cp: Annotated[Optional[int], typer.Option("--cp", help="Split the sequence over N ranks (context parallelism): each rank's blocks, work and K/V received.", show_default="no split", rich_help_panel=CP)] = None,
+    cp_strategy: Annotated[Optional[CpStrategy], typer.Option("--cp-strategy", help="How --cp splits the blocks.", show_default="balanced", rich_help_panel=CP)] = None,
+    head_dim: Annotated[Optional[int], typer.Option("--head-dim", help="Head dim of the K/V that --cp counts.", show_default="128", rich_help_panel=CP)] = None,
+    kv_heads: Annotated[Optional[int], typer.Option("--kv-heads", help="K/V heads that --cp counts (GQA: fewer than the layout's heads).", show_default="one per layout head", rich_help_panel=CP)] = None,
 ):
     """Build a block-sparse layout, report its density and cost, and draw it.
 
@@ -108,6 +113,7 @@ def layout(
         raise UserError("--save exports one layout; drop --vs (or save each side on its own)")
     if save is not None and save.suffix.lower() not in SAVE_SUFFIXES:
         raise UserError(f"--save takes a .pt or .npy path, got {save}")
+    cp_request = CpRequest.from_options(cp, cp_strategy, head_dim, kv_heads)
 
     if from_file is not None:
         plan_a = plan_file(from_file, heads, seed, flags)
@@ -137,14 +143,14 @@ def layout(
     if head is not None and not 0 <= head < a.layout.shape[0]:
         raise UserError(f"--head must be in 0..{a.layout.shape[0] - 1}, got {head}")
     if plan_b is None:
-        _one(a, plot, output, title, head, fmt, save)
+        _one(a, plot, output, title, head, fmt, save, cp_request)
     else:
         plan_b.seq_len = seq_a  # B is built at A's sequence length
         b = build(plan_b, layouts_alive=2)
-        _versus(a, b, plot, output, title, head, fmt)
+        _versus(a, b, plot, output, title, head, fmt, cp_request)
 
 
-def _one(a, plot, output, title, head, fmt, save):
+def _one(a, plot, output, title, head, fmt, save, cp=None):
     from ..analysis.report import analyze, analyze_config, distinct_heads
     from .render import layout_preview
 
@@ -155,6 +161,7 @@ def _one(a, plot, output, title, head, fmt, save):
         report = analyze(a.layout, a.block, a.label, groups=groups)
     shown = [(head, [head])] if head is not None else groups
     seq = report.seq_len
+    cp_view = cp.evaluate(a) if cp else None
     written = {}
     if save is not None:
         written["layout"] = str(_save(a.layout, save))
@@ -163,22 +170,26 @@ def _one(a, plot, output, title, head, fmt, save):
 
         path = output or Path(f"{_file_label(a)}_seq{seq}_b{a.block}.png")
         title = title or f"{a.label} · seq {seq} · block {a.block} · density {report.density:.2%}"
-        written["plot"] = str(layout_heatmap(a.layout, shown, title, path))
+        written["plot"] = str(layout_heatmap(a.layout, shown, title, path, [cp_panel(cp_view)] if cp_view else ()))
 
     if fmt is Format.json:
         doc = {"config": report.config or {"file": str(a.file), "block": a.block}, "seed": a.seed,
                "sources": a.sources, "report": report.to_dict(), "files": written}
+        if cp_view:
+            doc["context_parallel"] = cp_view.doc
         out_console.print_json(json.dumps(doc))
         return
     from .layout_view import one_report
 
     out_console.print(one_report(a, report))
     out_console.print(layout_preview(a.layout[shown[0][0]], f"head {shown[0][0]}"))
+    if cp_view:
+        out_console.print(cp_table(cp_view.doc))
     for what, path in written.items():
         err_console.print(f"wrote {what}: [bold]{path}[/]", highlight=False)
 
 
-def _versus(a, b, plot, output, title, head, fmt):
+def _versus(a, b, plot, output, title, head, fmt, cp=None):
     from ..analysis.report import analyze, analyze_config, distinct_heads
     from .layout_view import difference, side_by_side
 
@@ -197,6 +208,7 @@ def _versus(a, b, plot, output, title, head, fmt):
                        else analyze(side.layout, side.block, side.label, groups=groups))
         group_of.append({h: first for first, members in groups for h in members})
     diff = difference(a.layout, b.layout)
+    cp_views = [cp.evaluate(a), cp.evaluate(b)] if cp else []
     written = {}
     if plot:
         from ..analysis.plot import difference_heatmap
@@ -208,14 +220,19 @@ def _versus(a, b, plot, output, title, head, fmt):
         seq = reports[0].seq_len
         path = output or Path(f"{_file_label(a)}_vs_{_file_label(b)}_seq{seq}_b{a.block}.png")
         title = title or f"{a.label} (A) vs {b.label} (B) · seq {seq} · block {a.block}"
-        written["plot"] = str(difference_heatmap(a.layout, b.layout, shown, ("A", "B"), title, path))
+        extra = [cp_panel(v, f"{side}: ") for side, v in zip("AB", cp_views)]
+        written["plot"] = str(difference_heatmap(a.layout, b.layout, shown, ("A", "B"), title, path, extra))
     if fmt is Format.json:
         doc = {side: {"config": r.config or {"file": str(s.file), "block": s.block}, "seed": s.seed,
                       "sources": s.sources, "report": r.to_dict()}
                for side, s, r in (("a", a, reports[0]), ("b", b, reports[1]))}
+        for side, v in zip("ab", cp_views):
+            doc[side]["context_parallel"] = v.doc
         out_console.print_json(json.dumps({**doc, "difference": diff, "files": written}))
         return
     out_console.print(side_by_side(a, reports[0], b, reports[1], diff))
+    for side, v in zip("AB", cp_views):
+        out_console.print(cp_table(v.doc, f"{side}: "))
     for what, path in written.items():
         err_console.print(f"wrote {what}: [bold]{path}[/]", highlight=False)
 
