@@ -24,6 +24,8 @@ _EXPORTS = {
     "BertSparseSelfAttention": ".bert",
     "SparseAttentionUtils": ".hf",
     "to_block_mask": ".flex_mask",
+    "from_block_mask": ".flex_mask",
+    "register_attention": ".hf",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
