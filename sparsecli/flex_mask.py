@@ -174,26 +174,21 @@ def _dense_tiles(num, idx, tiles: int) -> torch.Tensor:
 def load_block_mask(path):
     """The BlockMask saved with ``torch.save`` in ``path`` (read with ``weights_only=True``).
 
-    Its ``mask_mod`` is replaced by a stand-in that refuses to run: :func:`from_block_mask` reads
-    only the tile lists, and loading the original would mean importing (and trusting) the code it
-    names. Returns None when the file holds no BlockMask (a layout tensor, say).
+    A ``mask_mod`` other than torch's ``noop_mask`` is replaced by a stand-in that refuses to run:
+    :func:`from_block_mask` reads only the tile lists, and loading the original would mean
+    importing (and trusting) the code it names. Returns None when the file holds no BlockMask.
     """
     from torch.nn.attention.flex_attention import BlockMask, noop_mask
 
     names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    block_mask_name = f"{BlockMask.__module__}.{BlockMask.__qualname__}"
-    if block_mask_name not in names:
+    own = {f"{f.__module__}.{f.__qualname__}": f for f in (BlockMask, noop_mask)}
+    if f"{BlockMask.__module__}.{BlockMask.__qualname__}" not in names:
         return None
-    stand_ins = [(_UnloadedMaskMod, name) for name in names - {block_mask_name}]
-    with torch.serialization.safe_globals([BlockMask, noop_mask, *stand_ins]):
+    stand_ins = [(_unloaded_mask_mod, name) for name in names - set(own)]
+    with torch.serialization.safe_globals([*own.values(), *stand_ins]):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-class _UnloadedMaskMod:
-    """What a loaded BlockMask holds instead of its saved ``mask_mod`` (and anything that built it)."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __call__(self, *args, **kwargs):
-        raise ValueError("this BlockMask was loaded from a file without its mask_mod; sparsecli uses only its tiles")
+def _unloaded_mask_mod(*args, **kwargs):
+    """What a loaded BlockMask holds instead of its saved ``mask_mod``."""
+    raise ValueError("this BlockMask was loaded from a file without its mask_mod; sparsecli uses only its tiles")

@@ -202,6 +202,7 @@ class SparseAttention:
 
     def attend(self, module, q, k, v, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
         _refuse(self.name, module, dropout, kwargs)
+        q, k, v = _common_dtype(q, k, v)
         causal = bool(getattr(module, "is_causal", True) if is_causal is None else is_causal)
         lay = self.layout_for(getattr(module, "layer_idx", None))
         B, Hq, Sq, _ = q.shape
@@ -340,10 +341,11 @@ def _layer_layout(spec, block, max_seq_length, what: str) -> LayerLayout:
         try:
             layout, got = from_block_mask(spec, block)
         except ValueError as plain:
-            try:  # a causal mask: partial tiles on the diagonal only
+            try:  # partial tiles on the diagonal only: a causal mask, if its mask_mod says so
                 layout, got = from_block_mask(spec, block, causal=True)
             except ValueError:
                 raise ValueError(f"{what}: {plain}") from None
+            _check_causal_diagonal(spec, what)
             causal_only = True
         spec, block = layout, got
     if not isinstance(spec, torch.Tensor):
@@ -359,6 +361,27 @@ def _layer_layout(spec, block, max_seq_length, what: str) -> LayerLayout:
         raise ValueError(f"{what}: max_seq_length={max_seq_length} is longer than the layout's {tokens} tokens "
                          f"({layout.shape[-1]} blocks of {block})")
     return LayerLayout(layout, block, tokens if max_seq_length is None else max_seq_length, causal_only)
+
+
+def _check_causal_diagonal(block_mask, what: str) -> None:
+    """The partial diagonal tiles of ``block_mask`` keep exactly key <= query (asked of its mask_mod,
+    on those tiles only); anything else, or a mask_mod that cannot run (loaded from a file), is refused."""
+    tile, seq = int(block_mask.BLOCK_SIZE[0]), int(block_mask.seq_lengths[0])
+    num, idx = block_mask.kv_num_blocks[0].cpu(), block_mask.kv_indices[0].cpu()
+    for h in range(num.shape[0]):
+        for i in range(num.shape[1]):
+            if i not in idx[h, i, :num[h, i]].tolist():
+                continue
+            pos = torch.arange(i * tile, min((i + 1) * tile, seq))
+            try:
+                got = block_mask.mask_mod(torch.tensor(0), torch.tensor(h), pos[:, None], pos[None, :])
+            except Exception as e:  # noqa: BLE001 (a mask_mod that cannot run: loaded from a file, say)
+                raise ValueError(f"{what}: the BlockMask has partial tiles on its diagonal and its mask_mod cannot "
+                                 f"tell whether they are causal ({str(e).splitlines()[0][:120]}); if they are, "
+                                 "register sparsecli.from_block_mask(mask, causal=True)[0] with its block") from None
+            if not torch.equal(torch.as_tensor(got, dtype=torch.bool).cpu(), pos[:, None] >= pos[None, :]):
+                raise ValueError(f"{what}: the BlockMask's partial tile ({i}, {i}) of head {h} is not a causal "
+                                 "diagonal; its mask_mod decides per token, which a block layout cannot express")
 
 
 def _read_layout_file(path: Path, what: str):
@@ -412,6 +435,16 @@ def _refuse(name: str, module, dropout, kwargs) -> None:
     if dropout and float(dropout) > 0 and getattr(module, "training", False):
         raise ValueError(f"{name}: dropout={dropout} in training is not supported: the sparse kernel has no "
                          "attention dropout (set the config's attention dropout to 0)")
+
+
+def _common_dtype(q, k, v):
+    """Under autocast, as SDPA does: all three in the autocast dtype (rotary embeddings leave q and k
+    in fp32 while v comes from a bf16 projection)."""
+    device = q.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        return q.to(dtype), k.to(dtype), v.to(dtype)
+    return q, k, v
 
 
 def _key_input(name: str, mask, B: int, Sk: int):
