@@ -23,6 +23,11 @@ from tests.hf_decoder_models import (LAYERS, cache_kw, generated, prompts, regis
 BLOCK, MAX_LEN, HEADS, PROMPT = 16, 256, 4, 70
 
 
+def checkpointing(model):
+    """Gradient checkpointing on (renamed activation checkpointing in transformers 5.24)."""
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
+
 def window():
     return CausalSlidingWindowSparsityConfig(HEADS, block=BLOCK, num_window_blocks=2)
 
@@ -138,7 +143,7 @@ def test_training_gradients_match_with_checkpointing(layout):
     grads = []
     for m in (model, ref):
         m.train()
-        m.gradient_checkpointing_enable()
+        checkpointing(m)
         m.zero_grad(set_to_none=True)
         m(ids, attention_mask=mask, labels=labels).loss.backward()
         grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
@@ -156,7 +161,7 @@ def test_bf16_autocast_forward_and_backward():
     out = []
     for m in (model, ref):
         m.train()
-        m.gradient_checkpointing_enable()
+        checkpointing(m)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = m(ids, attention_mask=mask, labels=labels).loss
         loss.backward()
