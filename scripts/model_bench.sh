@@ -8,7 +8,8 @@ set -euo pipefail
 out=${OUT:-model-bench-out}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^\s*$" | tail -2 || true
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/pip.log" 2>&1 || { cat "$out/pip.log"; exit 1; }
+cli=(python3 -c 'import sys; from sparsecli.cli import main; sys.argv[0] = "sparsecli"; main()')  # pip's scripts may not be on PATH
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
-timeout "${MODEL_BENCH_TIMEOUT:-560}" sparsecli bench --model llama-8l-2048 --preset causal_sliding_window \
+timeout "${MODEL_BENCH_TIMEOUT:-560}" "${cli[@]}" bench --model llama-8l-2048 --preset causal_sliding_window \
   --seq "${SEQS:-32768,65536}" --context 32768 --decode-batch 8 -o "$out/model-bench.json" 2>&1 | tee "$out/model-bench.log"
