@@ -28,6 +28,8 @@ _EXPORTS = {
     "BertSparseSelfAttention": ".modules.bert",
     "SparseAttentionUtils": ".modules.hf",
     "to_block_mask": ".modules.flex_mask",
+    "from_block_mask": ".modules.flex_mask",
+    "register_attention": ".modules.hf",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -86,6 +86,9 @@ def bench(
     warmup_ms: Annotated[int, typer.Option(min=1, hidden=True, help="do_bench warm-up budget (ms).")] = 100,
     rep_ms: Annotated[int, typer.Option(min=1, hidden=True, help="do_bench repetition budget (ms).")] = 500,
     check: Annotated[bool, typer.Option(hidden=True, help="Check each provider against the reference.")] = True,
+    model: Annotated[Optional[str], typer.Option("--model", help="Time a transformers decoder instead (random bf16 weights): a bundled name (llama-8l-2048) or a config.json; --preset names its layout.", rich_help_panel="Model", show_default=False)] = None,
+    context: Annotated[Optional[int], typer.Option("--context", min=1, help="--model: decode at this context \\[default: 32768].", rich_help_panel="Model", show_default=False)] = None,
+    decode_batch: Annotated[Optional[int], typer.Option("--decode-batch", min=1, help="--model: sequences decoded together \\[default: 8].", rich_help_panel="Model", show_default=False)] = None,
 ):
     """Time the bundled kernels against dense baselines, FlexAttention and FlashAttention-4 on a preset's sweep.
 
@@ -94,6 +97,13 @@ def bench(
     from ..bench import baselines
     from ..bench import results as res
 
+    if model is not None or context is not None or decode_batch is not None:
+        from .bench_model import bench_model
+
+        return bench_model(model, preset, seq, batch, providers, context, decode_batch, fmt, output,
+                           other={"--layout": layout_file, "--block": block, "--dtype": dtype, "--pass": pass_,
+                                  "--head-dim": head_dim, "--devices": devices, "--plot": plot, "--from": from_file,
+                                  "--baseline": baseline, "--dry-run": dry_run or None})
     if update_baseline and baseline is None:
         raise UserError("--update-baseline needs --baseline PATH (the file, or directory, to write)")
     if dry_run:

@@ -95,7 +95,12 @@ def plan_file(path: Path, heads: int | None, seed: int | None, flags: dict) -> P
         raise UserError(f"{', '.join(given)} cannot change a layout read from a file; drop "
                         f"{'it' if len(given) == 1 else 'them'} (--block and --seq describe the file)")
     if "block" not in flags:
-        raise UserError(f"--from {path} needs --block B: the file holds blocks, not tokens")
+        from ..layouts.files import block_mask_block
+
+        tile = block_mask_block(path)  # a saved FlexAttention BlockMask knows its block
+        if tile is None:
+            raise UserError(f"--from {path} needs --block B: the file holds blocks, not tokens")
+        flags = {**flags, "block": tile}
     return Plan(path.name, None, None, None, {"block": FLAG}, set(), file=path, file_block=flags["block"])
 
 
@@ -160,7 +165,7 @@ def _read(plan: Plan) -> Side:
     from ..layouts.files import load_layout
 
     try:
-        layout = load_layout(plan.file)
+        layout = load_layout(plan.file, plan.block)
     except ValueError as e:
         raise UserError(str(e)) from None
     return Side(plan.label, layout, plan.block, None, None, plan.sources, file=plan.file)

@@ -14,8 +14,9 @@ from pathlib import Path
 SUFFIXES = (".pt", ".npy", ".npz")
 
 
-def load_layout(path: str | Path):
-    """The layout in ``path`` as an int64 ``(H, nb, nb)`` tensor of 0/1."""
+def load_layout(path: str | Path, block: int | None = None):
+    """The layout in ``path`` as an int64 ``(H, nb, nb)`` tensor of 0/1. A ``.pt`` file may hold a
+    FlexAttention BlockMask instead: its tiles at ``block`` (default the tile), ``from_block_mask``."""
     import numpy as np
     import torch
 
@@ -28,7 +29,7 @@ def load_layout(path: str | Path):
     if path.is_dir():
         raise ValueError(f"{path}: is a directory; give a layout file")
     try:
-        data = _read(path, suffix)
+        data = _read(path, suffix, block)
     except pickle.UnpicklingError:  # torch.load(weights_only=True) of garbage or of arbitrary objects
         raise ValueError(f"{path}: cannot read it as a .pt layout (not a torch.save file of a tensor)") from None
     except (OSError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile, KeyError) as e:
@@ -45,11 +46,19 @@ def load_layout(path: str | Path):
     return _checked(path, data)
 
 
-def _read(path: Path, suffix: str):
+def _read(path: Path, suffix: str, block: int | None = None):
     import numpy as np
     import torch
 
     if suffix == ".pt":
+        block_mask = _block_mask(path)
+        if block_mask is not None:
+            from ..modules.flex_mask import from_block_mask
+
+            try:
+                return from_block_mask(block_mask, block)[0]
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
         return torch.load(path, map_location="cpu", weights_only=True)
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
@@ -82,3 +91,25 @@ def _checked(path: Path, t):
         where = tuple(int(i) for i in bad.nonzero()[0])
         raise ValueError(f"{path}: holds {t[where].item()!r} at {where}; a layout holds only 0 and 1")
     return t.to(torch.int64)
+
+
+def _block_mask(path: Path):
+    """The BlockMask a ``.pt`` file holds, or None (``flex_mask.load_block_mask``)."""
+    from ..modules.flex_mask import load_block_mask
+
+    return load_block_mask(path)
+
+
+def block_mask_block(path: str | Path) -> int | None:
+    """The tile side of the BlockMask in ``path`` (a ``.pt`` file), or None for any other file."""
+    path = Path(path)
+    if path.suffix.lower() != ".pt" or not path.is_file():
+        return None
+    try:
+        block_mask = _block_mask(path)
+    except Exception:  # noqa: BLE001 (not readable as a BlockMask: load_layout says why)
+        return None
+    if block_mask is None:
+        return None
+    tile = int(block_mask.BLOCK_SIZE[0])
+    return next((b for b in (128, 64, 32, 16) if tile % b == 0), tile)  # as from_block_mask picks it

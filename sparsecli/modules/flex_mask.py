@@ -109,3 +109,86 @@ def _lookup_mask_mod(table: torch.Tensor, block: int, causal: bool):
         return keep & (kv_idx <= q_idx) if causal else keep
 
     return layout_mask
+
+
+def from_block_mask(block_mask, block: int | None = None, *, causal: bool = False):
+    """``(layout, block)`` of a FlexAttention ``BlockMask``: the inverse of :func:`to_block_mask`.
+
+    Full tiles become set blocks and empty tiles zero blocks. A partial tile depends on the
+    mask's ``mask_mod``, which sparsecli does not run, so partial tiles are a ValueError naming
+    them, except with ``causal=True``, where the tiles on the diagonal may be partial (what
+    ``to_block_mask(..., causal=True)`` makes): they become set blocks, and the caller runs the
+    layout with ``causal=True``. ``block`` (default: the tile side, or the largest of 16/32/64/128
+    dividing it) splits each tile into ``(tile / block)^2`` blocks, exactly. The layout is int64
+    ``(H, nb, nb)`` on the CPU; a mask with batch entries that differ is refused.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    if not isinstance(block_mask, BlockMask):
+        raise ValueError(f"from_block_mask takes a torch BlockMask, got {type(block_mask).__name__}")
+    q_tile, k_tile = (int(s) for s in block_mask.BLOCK_SIZE)
+    q_len, k_len = (int(s) for s in block_mask.seq_lengths)
+    if q_len != k_len or q_tile != k_tile:
+        raise ValueError(f"a layout is square: the BlockMask has {q_len} queries x {k_len} keys in "
+                         f"{q_tile} x {k_tile} tiles; build it with equal lengths and tile sides")
+    if block is None:
+        block = next((b for b in reversed(BLOCKS) if q_tile % b == 0), None)
+    if block not in BLOCKS or q_tile % block:
+        raise ValueError(f"block must be one of {', '.join(map(str, BLOCKS))} and divide the BlockMask's "
+                         f"{q_tile}-token tiles; got {block!r}")
+    tiles = -(-q_len // q_tile)
+    full = _dense_tiles(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, tiles)
+    partial = _dense_tiles(block_mask.kv_num_blocks, block_mask.kv_indices, tiles) & ~full
+    diagonal = torch.eye(tiles, dtype=torch.bool)
+    tiles_set = full | (partial & diagonal) if causal else full
+    if causal:
+        partial &= ~diagonal
+    if bool(partial.any()):
+        where = partial.nonzero()[:4].tolist()
+        named = ", ".join(f"(batch {b}, head {h}, query tile {i}, key tile {j})" for b, h, i, j in where)
+        more = f" and {int(partial.sum()) - len(where)} more" if partial.sum() > len(where) else ""
+        hint = ("" if causal else "; if they are a causal diagonal, pass causal=True")
+        raise ValueError(f"the BlockMask has partial tiles, which need its mask_mod (not run by sparsecli): "
+                         f"{named}{more}{hint}")
+    tiles_set = tiles_set.expand(torch.broadcast_shapes(full.shape, partial.shape))
+    if tiles_set.shape[0] > 1 and not bool((tiles_set == tiles_set[:1]).all()):
+        raise ValueError(f"the BlockMask's {tiles_set.shape[0]} batch entries differ; a layout is one per head "
+                         "(build the mask with B=None, or pass one entry: block_mask[0])")
+    r = q_tile // block
+    lay = tiles_set[0].repeat_interleave(r, 1).repeat_interleave(r, 2)
+    nb = -(-q_len // block)
+    return lay[:, :nb, :nb].to(torch.int64).contiguous(), block
+
+
+def _dense_tiles(num, idx, tiles: int) -> torch.Tensor:
+    """(B, H, tiles, tiles) bool of a BlockMask's (count, indices) tile lists (all False if None)."""
+    if num is None:
+        return torch.zeros(1, 1, tiles, tiles, dtype=torch.bool)
+    num, idx = num.detach().cpu().long(), idx.detach().cpu().long()
+    listed = torch.arange(idx.shape[-1]) < num[..., None]
+    dense = torch.zeros(*idx.shape[:-1], max(tiles, idx.shape[-1]) + 1, dtype=torch.bool)
+    dense.scatter_(-1, torch.where(listed, idx, dense.shape[-1] - 1), True)
+    return dense[..., :tiles, :tiles]
+
+
+def load_block_mask(path):
+    """The BlockMask saved with ``torch.save`` in ``path`` (read with ``weights_only=True``).
+
+    A ``mask_mod`` other than torch's ``noop_mask`` is replaced by a stand-in that refuses to run:
+    :func:`from_block_mask` reads only the tile lists, and loading the original would mean
+    importing (and trusting) the code it names. Returns None when the file holds no BlockMask.
+    """
+    from torch.nn.attention.flex_attention import BlockMask, noop_mask
+
+    names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    own = {f"{f.__module__}.{f.__qualname__}": f for f in (BlockMask, noop_mask)}
+    if f"{BlockMask.__module__}.{BlockMask.__qualname__}" not in names:
+        return None
+    stand_ins = [(_unloaded_mask_mod, name) for name in names - set(own)]
+    with torch.serialization.safe_globals([*own.values(), *stand_ins]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unloaded_mask_mod(*args, **kwargs):
+    """What a loaded BlockMask holds instead of its saved ``mask_mod``."""
+    raise ValueError("this BlockMask was loaded from a file without its mask_mod; sparsecli uses only its tiles")

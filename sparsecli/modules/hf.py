@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .bert import BertSparseSelfAttention
+from .hf_decoder import register_attention  # noqa: F401 (decoders: transformers' attention interface)
 
 _SUPPORTED = ("bert", "roberta")
 
