@@ -6,7 +6,8 @@
 #                                                                  # the deterministic=False backward's GPU tests
 #   call 2, carry [".fa4/b"]:  bash scripts/gpu_hopper2.sh bench   # install FA4; the same-run table
 #
-# Outputs go to $OUT (hopper2-*.txt / .json). Call 2 must follow call 1 within the machine's warm
+# `run` resolves carry paths in the checkout the session started in (not a helper's worktree):
+# prepare .fa4 there. Outputs go to $OUT (hopper2-*.txt / .json). Call 2 must follow call 1 within the machine's warm
 # window (~30 s): part a waits in /tmp. Every provider is checked against float64 before timing.
 set -uo pipefail
 OUT=${OUT:-.}

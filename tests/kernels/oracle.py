@@ -94,7 +94,7 @@ def check(B, H, S, D, block, dtype, *, Hkv=None, Sk=None, causal=False, per_head
     if segments is not None:
         kw["segment_ids"] = segments if torch.is_tensor(segments) else packed_segments(B, Sq, segments, device)
     # backend= picks the kernel under test; the float64 oracle has one definition and no backend
-    kw.update({name: val for name, val in fn_kwargs.items() if name != "backend"})
+    kw.update({name: val for name, val in fn_kwargs.items() if name not in ("backend", "deterministic")})
     call_kw = {**kw, **fn_kwargs}
     q = rand(B, H, Sq, D, dtype=dtype, device=device).requires_grad_()
     k, v = (rand(B, Hkv, Sk, D, dtype=dtype, device=device).requires_grad_() for _ in range(2))
