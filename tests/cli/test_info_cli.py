@@ -20,15 +20,24 @@ def via_main(monkeypatch, capsys, args):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--block", "0", "--head-dim", "-8"], "--block"),
+    # The commands: each one names the flag at fault.
+    (["--block", "0", "--head-dim", "-8"], "--block 0"),
     (["--block", "48"], "--block 48: the kernels take blocks of 16, 32, 64 or 128"),
-    (["--block", "-64"], "--block"),
-    (["--seq", "-1"], "--seq -1"),
-    (["--kv-seq", "0"], "--kv-seq 0"),
-    (["--head-dim", "0"], "--head-dim 0: the kernels take head dims that are a multiple of 8 from 8 to 256"),
-    (["--head-dim", "100"], "--head-dim 100"),
-    (["--head-dim", "264"], "--head-dim 264"),
+    (["--seq", "-1"], "--seq describes one call: add its --block"),
+    (["--head-dim", "0"], "--head-dim describes one call: add its --block"),
+    # With --block, each value the kernels do not take.
+    (["--block", "-64"], "--block -64"),
+    (["--block", "64", "--seq", "-1"], "--seq -1: a call has at least one token"),
+    (["--block", "64", "--kv-seq", "0"], "--kv-seq 0: a call has at least one token"),
+    (["--block", "64", "--head-dim", "0"],
+     "--head-dim 0: the kernels take head dims that are a multiple of 8 from 8 to 256"),
+    (["--block", "64", "--head-dim", "100"], "--head-dim 100"),
+    (["--block", "64", "--head-dim", "264"], "--head-dim 264"),
     (["--block", "64", "--head-dim", "-8"], "--head-dim -8"),
+    (["--block", "64", "--dtype", "fp8"], "--dtype fp8: use one of bf16, fp16, fp32"),
+    # A call option alone describes no call: it was silently dropped for the examples.
+    (["--head-dim", "96"], "--head-dim describes one call: add its --block"),
+    (["--seq", "1024", "--segments"], "--seq/--segments describe one call: add its --block"),
 ])
 def test_a_call_the_kernels_do_not_take_is_a_one_line_error(monkeypatch, capsys, args, match):
     code, out, err = via_main(monkeypatch, capsys, ["info", *args])
@@ -38,7 +47,7 @@ def test_a_call_the_kernels_do_not_take_is_a_one_line_error(monkeypatch, capsys,
 
 
 @pytest.mark.parametrize("args", [["--block", "16", "--head-dim", "8"], ["--block", "128", "--head-dim", "256"],
-                                  ["--head-dim", "96", "--seq", "1", "--kv-seq", "32768"]])
+                                  ["--block", "64", "--head-dim", "96", "--seq", "1", "--kv-seq", "32768"]])
 def test_calls_the_kernels_take_are_described(args):
     r = CliRunner().invoke(app, ["info", "--json", *args])
     assert r.exit_code == 0, r.output
