@@ -99,9 +99,9 @@ def _check_call(block, head_dim, dtype, seq, kv_seq, masks, segments) -> dict | 
     if block is None:
         named = [flag for flag, value in given.items() if value is not None]
         if named:
-            verb = "describes" if len(named) == 1 else "describe"
+            verb, them = ("describes", "it") if len(named) == 1 else ("describe", "them")
             raise UserError(f"{'/'.join(named)} {verb} one call: add its --block "
-                            f"({', '.join(map(str, BLOCKS))}), or drop them for the example calls")
+                            f"({', '.join(map(str, BLOCKS))}), or drop {them} for the example calls")
         return None
     if block not in BLOCKS:
         raise UserError(f"--block {block}: the kernels take blocks of {', '.join(map(str, BLOCKS[:-1]))} "
