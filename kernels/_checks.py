@@ -9,9 +9,9 @@ import os
 
 import torch
 
+from .limits import BLOCKS  # noqa: F401  (the block rule lives with the head-dim rule, torch-free)
+
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-BLOCKS = (16, 32, 64, 128)
-HEAD_DIMS = (16, 32, 64, 128)  # fused attention
 
 
 def interpreting() -> bool:

@@ -15,9 +15,8 @@ import torch
 from .backend import call_spec, choose
 from .plan import AttnArgs
 from .._checks import BLOCKS, DTYPES
+from ..limits import HEAD_DIM_RULE, MAX_HEAD_DIM, takes_head_dim
 from ..masks import check_mode
-
-MAX_HEAD_DIM = 256
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -46,10 +45,10 @@ def check_qkv(q, k, v):
         raise ValueError(f"k must have q's batch size {B}, got {k.shape[0]}")
     if Dk != D:
         raise ValueError(f"k head dim must equal q's ({D}), got {Dk}")
-    if D % 8 or not 8 <= D <= MAX_HEAD_DIM:
+    if not takes_head_dim(D):
         fix = (f"pad q, k and v with zero columns to {max(8, _cdiv(D, 8) * 8)} and pass sm_scale={D}**-0.5"
                if D < MAX_HEAD_DIM else f"project the heads to at most {MAX_HEAD_DIM}")
-        raise ValueError(f"q head dim must be a multiple of 8 from 8 to {MAX_HEAD_DIM}, got {D}; {fix}")
+        raise ValueError(f"q head dim must be {HEAD_DIM_RULE}, got {D}; {fix}")
     if Hkv < 1 or Hq % Hkv:
         raise ValueError(f"k has {Hkv} heads, which does not divide q's {Hq}: grouped-query attention needs "
                          f"Hq a multiple of Hkv (query head h reads key/value head h // (Hq // Hkv))")

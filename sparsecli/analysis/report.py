@@ -8,13 +8,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..kernels.limits import BLOCKS as KERNEL_BLOCKS  # the kernels' rule, without loading Triton
 from .reach import reach_from_indices
 
 FP16_BYTES = 2
 KERNEL_TILES = (64, 128)
-# The block sizes sparsecli.kernels take (kernels/_checks.py BLOCKS; a test keeps the two equal).
-# Not imported from there: that would load the kernel package, and Triton, for a report.
-KERNEL_BLOCKS = (16, 32, 64, 128)
 MAX_REACH_BLOCKS = 1024  # the reach figure is computed up to this many blocks a side
 
 

@@ -12,7 +12,8 @@ import random
 from dataclasses import dataclass, field, replace
 
 from ..plumbing.errors import UserError
-from ..layouts.presets import DTYPES, HEAD_DIMS, PASSES, PROVIDERS, Preset
+from ..kernels.limits import HEAD_DIM_RULE, takes_head_dim
+from ..layouts.presets import DTYPES, PASSES, PROVIDERS, Preset
 
 # Providers that compute the preset's block-sparse function; the others run full dense attention.
 SPARSE_SEMANTICS = ("sparse", "sparse-nondet", "three-op", "sdpa-masked", "flex", "flex-flash", "fa4-sparse",
@@ -126,8 +127,15 @@ def validate_overrides(o: Overrides) -> Overrides:
         passes=None if o.passes is None else check_choices(o.passes, PASSES, "--pass"),
         providers=None if o.providers is None else check_choices(o.providers, PROVIDERS, "--providers"),
         batch=None if o.batch is None else ints((o.batch,), "--batch")[0],
-        head_dims=ints(o.head_dims, "--head-dim", HEAD_DIMS),
+        head_dims=_head_dims(ints(o.head_dims, "--head-dim")),
     )
+
+
+def _head_dims(values):
+    for d in values or ():
+        if not takes_head_dim(d):
+            raise UserError(f"--head-dim {d}: the kernels take head dims that are {HEAD_DIM_RULE}")
+    return values
 
 
 def expand(presets: list[Preset], overrides: Overrides | None = None) -> Plan:

@@ -12,10 +12,9 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..plumbing.errors import UserError
+from ..kernels.limits import BLOCKS
 from ..layouts.presets import BenchSpec, Preset
-
-BLOCKS = (16, 32, 64, 128)  # what every kernel of the sweep takes
+from ..plumbing.errors import UserError
 
 
 @dataclass(frozen=True)

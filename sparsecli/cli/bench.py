@@ -124,6 +124,8 @@ def bench(
         _reject_sweep_flags(seq=seq, dtype=dtype, pass_=pass_, providers=providers, batch=batch, head_dim=head_dim,
                             block=block)
         doc = res.load(from_file)
+        if not doc["results"]:  # an empty table and exit 0 would read as "ran, nothing to report"
+            raise UserError(f"{from_file}: holds no results (its 'results' list is empty); nothing to render")
     else:
         sweep = _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_dim,
                       warmup_ms, rep_ms, check)

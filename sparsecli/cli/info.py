@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..plumbing.errors import UserError
 from .app import app
 from .console import out_console
 
@@ -28,23 +29,27 @@ _EXAMPLES = (
 
 @app.command()
 def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-         block: Annotated[Optional[int], typer.Option(help="Describe one call: its layout block.")] = None,
-         head_dim: Annotated[int, typer.Option(help="The call's head dim.")] = 128,
-         dtype: Annotated[str, typer.Option(help="The call's dtype: bf16, fp16 or fp32.")] = "bf16",
-         seq: Annotated[int, typer.Option(help="The call's query length Sq.")] = 8192,
-         kv_seq: Annotated[Optional[int], typer.Option(help="The call's key length Sk (default Sq).")] = None,
+         block: Annotated[Optional[int], typer.Option(
+             help="Describe one call: its layout block (16, 32, 64 or 128).")] = None,
+         # The call's options default to None, so that one given without --block is an error, not ignored.
+         head_dim: Annotated[Optional[int], typer.Option(
+             help="The call's head dim \\[default: 128].", show_default=False)] = None,
+         dtype: Annotated[Optional[str], typer.Option(
+             help="The call's dtype: bf16, fp16 or fp32 \\[default: bf16].", show_default=False)] = None,
+         seq: Annotated[Optional[int], typer.Option(
+             help="The call's query length Sq \\[default: 8192].", show_default=False)] = None,
+         kv_seq: Annotated[Optional[int], typer.Option(
+             help="The call's key length Sk \\[default: Sq].", show_default=False)] = None,
          masks: Annotated[bool, typer.Option("--masks", help="The call has a mask or rpe.")] = False,
          segments: Annotated[bool, typer.Option("--segments", help="The call has segment_ids.")] = False):
     """Show versions, the GPU, and which attention kernels run which calls here, and why.
 
-    With --block (and the other call options) it names the path of that one call on this
-    machine's GPU instead of the examples.
+    With --block (and the other call options) it names the path of that one call on this GPU instead of the examples.
     """
     from ..bench.results import capture_env
     from ..kernels._checks import interpreting
 
-    if dtype not in _DTYPES:
-        raise typer.BadParameter(f"must be one of {', '.join(_DTYPES)}, got {dtype!r}", param_hint="--dtype")
+    call = _check_call(block, head_dim, dtype, seq, kv_seq, masks, segments)
     env = capture_env()
     env["transformers"] = _version("transformers")
     env["triton_interpreter"] = interpreting()
@@ -63,9 +68,7 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     if cap is None:
         env["attention_calls"] = {"every call": "no GPU: CPU tensors run the PyTorch reference (or the Triton "
                                                 "interpreter)"}
-    elif block is not None:
-        call = dict(dtype=dtype, head_dim=head_dim, block=block, q_len=seq, k_len=kv_seq or seq, masks=masks,
-                    segments=segments)
+    elif call is not None:
         env["attention_calls"] = {"this call": _call_path(cap, call)}
     else:
         env["attention_calls"] = {label: _call_path(cap, call) for label, call in _EXAMPLES}
@@ -87,6 +90,37 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     for label, what in env["backward"].items():
         t.add_row(f"backward, {label}", what)
     out_console.print(t)
+
+
+def _check_call(block, head_dim, dtype, seq, kv_seq, masks, segments) -> dict | None:
+    """The call --block and its options describe (None without --block), or a one-line error: a
+    value the kernels do not take, or a call option without the --block that makes it a call."""
+    from ..kernels.limits import BLOCKS, HEAD_DIM_RULE, takes_head_dim
+
+    given = {"--head-dim": head_dim, "--dtype": dtype, "--seq": seq, "--kv-seq": kv_seq,
+             "--masks": masks or None, "--segments": segments or None}
+    if block is None:
+        named = [flag for flag, value in given.items() if value is not None]
+        if named:
+            verb, them = ("describes", "it") if len(named) == 1 else ("describe", "them")
+            raise UserError(f"{'/'.join(named)} {verb} one call: add its --block "
+                            f"({', '.join(map(str, BLOCKS))}), or drop {them} for the example calls")
+        return None
+    if block not in BLOCKS:
+        raise UserError(f"--block {block}: the kernels take blocks of {', '.join(map(str, BLOCKS[:-1]))} "
+                        f"or {BLOCKS[-1]}")
+    head_dim = 128 if head_dim is None else head_dim
+    if not takes_head_dim(head_dim):
+        raise UserError(f"--head-dim {head_dim}: the kernels take head dims that are {HEAD_DIM_RULE}")
+    dtype = "bf16" if dtype is None else dtype
+    if dtype not in _DTYPES:
+        raise UserError(f"--dtype {dtype}: use one of {', '.join(_DTYPES)}")
+    seq = 8192 if seq is None else seq
+    for flag, value in (("--seq", seq), ("--kv-seq", kv_seq)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: a call has at least one token")
+    return dict(dtype=dtype, head_dim=head_dim, block=block, q_len=seq, k_len=kv_seq or seq, masks=masks,
+                segments=segments)
 
 
 def _hopper_path(capability) -> str:

@@ -1,6 +1,6 @@
 """``SparseAttentionUtils``: turn a Hugging Face BERT or RoBERTa into a long-sequence sparse model.
 
-Hugging Face transformers is the optional extra ``hf`` (``pip install sparsecli[hf]``). This
+Hugging Face transformers is the optional extra ``hf`` (``pip install '.[hf]'`` in a clone). This
 module imports without it; the functions that take an HF model or tokenizer raise an ImportError
 naming the extra. Every DeepSpeed bug in these utilities is fixed (docs/deepspeed-differences.md).
 """
@@ -19,7 +19,8 @@ def _require_transformers():
     try:
         import transformers  # noqa: F401
     except ImportError as err:
-        raise ImportError("SparseAttentionUtils needs Hugging Face transformers: pip install sparsecli[hf]") from err
+        raise ImportError("SparseAttentionUtils needs Hugging Face transformers: pip install transformers "
+                          "(or pip install '.[hf]' in the sparsecli clone)") from err
 
 
 def _base_model(model):

@@ -29,7 +29,7 @@ def test_overrides_replace_the_preset(tiny_preset):
     (Overrides(providers=("sparce",)), "did you mean 'sparse'"),
     (Overrides(dtypes=("fp8",)), "--dtype"),
     (Overrides(passes=("forward",)), "--pass"),
-    (Overrides(head_dims=(48,)), "--head-dim"),
+    (Overrides(head_dims=(44,)), "--head-dim 44: the kernels take head dims that are a multiple of 8"),
     (Overrides(seq_lens=(100,)), "multiple of"),
     (Overrides(batch=0), "positive"),
 ])
