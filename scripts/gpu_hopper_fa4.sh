@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 20 on the H200 in two back-to-back device calls (FlashAttention-4's wheels travel in two
+# The Hopper kernels vs FlashAttention-4 (same run) on the H200, in two back-to-back device calls (FlashAttention-4's wheels travel in two
 # parts, ../shared/tools/fa4-wheels; prepare them first with `fa4-wheels prepare`).
 #
-#   call 1, carry [".fa4/a"]:  bash scripts/gpu_hopper2.sh check   # stage part a; TMA reduce probe;
+#   call 1, carry [".fa4/a"]:  bash scripts/gpu_hopper_fa4.sh check   # stage part a; TMA reduce probe;
 #                                                                  # the deterministic=False backward's GPU tests
-#   call 2, carry [".fa4/b"]:  bash scripts/gpu_hopper2.sh bench   # install FA4; the same-run table
+#   call 2, carry [".fa4/b"]:  bash scripts/gpu_hopper_fa4.sh bench   # install FA4; the same-run table
 #
 # `run` resolves carry paths in the checkout the session started in (not a helper's worktree):
 # prepare .fa4 there. Outputs go to $OUT (hopper2-*.txt / .json). Call 2 must follow call 1 within the machine's warm
