@@ -26,6 +26,9 @@ EXAMPLES = {"--seq": "4096,16384", "--dtype": "bf16,fp16", "--pass": "fwd,fwd+bw
             "--providers": "sparse,sdpa-flash", "--head-dim": "64,128"}
 
 
+LayoutAttention = Enum("LayoutAttention", {a: a for a in ("unidirectional", "bidirectional")}, type=str)
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"
@@ -67,6 +70,7 @@ def bench(
     preset: Annotated[Optional[List[str]], typer.Option("--preset", "-p", help="Bundled preset name or YAML path; repeat for several.", show_default=False)] = None,
     layout_file: Annotated[Optional[Path], typer.Option("--layout", help="Benchmark a layout file (.pt, .npy, .npz; (H, nb, nb) or (nb, nb) of 0/1) instead of a preset; give its --block.", show_default=False)] = None,
     block: Annotated[Optional[int], typer.Option("--block", help="The --layout file's block size (16, 32, 64 or 128).", show_default=False)] = None,
+    attention: Annotated[Optional[LayoutAttention], typer.Option("--attention", metavar="MODE", help="The --layout file's attention: unidirectional (causal cases) or bidirectional.", show_default="what the file records, else bidirectional")] = None,
     seq: Annotated[Optional[str], typer.Option("--seq", "-s", help="Sequence lengths, e.g. 4096,16384.", rich_help_panel=SWEEP)] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp16, bf16 and/or fp32, comma-separated.", rich_help_panel=SWEEP)] = None,
     pass_: Annotated[Optional[str], typer.Option("--pass", help="fwd, bwd and/or fwd+bwd, comma-separated.", rich_help_panel=SWEEP)] = None,
@@ -112,11 +116,11 @@ def bench(
         if preset or layout_file or dry_run or devices:
             raise UserError("--from renders an existing results file; drop --preset/--layout/--dry-run/--devices")
         _reject_sweep_flags(seq=seq, dtype=dtype, pass_=pass_, providers=providers, batch=batch, head_dim=head_dim,
-                            block=block)
+                            block=block, attention=attention)
         doc = res.load(from_file)
     else:
-        sweep = _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_dim,
-                      warmup_ms, rep_ms, check)
+        sweep = _plan(preset, layout_file, block, attention and attention.value, seq, dtype, pass_, providers, batch,
+                      head_dim, warmup_ms, rep_ms, check)
         if dry_run:
             _dry_run(sweep.plan, fmt, output)
             return
@@ -155,7 +159,7 @@ def _check_plot_format(plot: Path) -> None:
                         f"{', '.join('.' + s for s in sorted(supported))}")
 
 
-def _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_dim, warmup_ms, rep_ms,
+def _plan(preset, layout_file, block, attention, seq, dtype, pass_, providers, batch, head_dim, warmup_ms, rep_ms,
           check) -> Sweep:
     from ..bench.cases import Overrides, check_layouts_fit, expand
     from ..bench.file_preset import check_seq, layout_file_preset
@@ -165,19 +169,21 @@ def _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_
         raise UserError("give --preset or --layout, not both (one run, one source of layouts)")
     if block is not None and layout_file is None:
         raise UserError("--block is a --layout file's block size; a preset sets its own block")
+    if attention is not None and layout_file is None:
+        raise UserError("--attention is a --layout file's attention mode; a preset sets its own (bench: causal:)")
     if not preset and layout_file is None:
         raise UserError("give --preset NAME (bundled) or a YAML path, --layout FILE --block B, or --from RESULTS.json")
     overrides = Overrides(
         seq_lens=_items(seq, "--seq", int), dtypes=_items(dtype, "--dtype"), passes=_items(pass_, "--pass"),
         providers=_items(providers, "--providers"), batch=batch, head_dims=_items(head_dim, "--head-dim", int))
     if layout_file is not None:
-        presets = [layout_file_preset(layout_file, block)]
+        presets = [layout_file_preset(layout_file, block, attention)]
         check_seq(presets[0], overrides.seq_lens)
     else:
         presets = [load_preset(p) for p in preset]
     plan = expand(presets, overrides)
     check_layouts_fit(plan, seq_overridden=seq is not None)
-    layout = None if layout_file is None else {"path": str(layout_file), "block": block}
+    layout = None if layout_file is None else {"path": str(layout_file), "block": block, "attention": attention}
     return Sweep(list(preset or []), layout, overrides, plan, warmup_ms, rep_ms, check)
 
 

@@ -7,16 +7,19 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from ..plumbing.errors import UserError
 from ..layouts.registry import KINDS, PARAMS, defaults_text
 from .app import app
 from .console import err_console, out_console
-from .layout_sources import DEFAULT_HEADS, DEFAULT_SEQ, build, check_unused, plan_file, plan_kind, plan_preset, plan_vs
+from .layout_view import sources
+from .layout_sources import (AS_A, DEFAULT_HEADS, DEFAULT_SEQ, build, check_unused, plan_file, plan_kind, plan_preset,
+                             plan_vs)
 
 Mode = Enum("Mode", {m: m for m in KINDS}, type=str)
 Attention = Enum("Attention", {a: a for a in PARAMS["attention"].choices}, type=str)
-SAVE_SUFFIXES = (".pt", ".npy")
+SAVE_SUFFIXES = (".pt", ".npy", ".npz")
 
 
 class Format(str, Enum):
@@ -25,10 +28,14 @@ class Format(str, Enum):
 
 
 def _ints(text: str | None, flag: str) -> list[int] | None:
+    """A comma-separated list of integers; an empty entry (``4,,8``) is an error, not dropped."""
     if text is None:
         return None
+    items = text.replace(" ", "").split(",")
+    if "" in items:
+        raise UserError(f"{flag} {text!r} has an empty entry; give comma-separated integers, e.g. 0,4")
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x != ""]
+        return [int(x) for x in items]
     except ValueError:
         raise UserError(f"{flag} takes comma-separated integers, e.g. 0,4 — got {text!r}") from None
 
@@ -107,7 +114,7 @@ def layout(
     if save is not None and vs is not None:
         raise UserError("--save exports one layout; drop --vs (or save each side on its own)")
     if save is not None and save.suffix.lower() not in SAVE_SUFFIXES:
-        raise UserError(f"--save takes a .pt or .npy path, got {save}")
+        raise UserError(f"--save takes a .pt, .npy or .npz path, got {save}")
 
     if from_file is not None:
         plan_a = plan_file(from_file, heads, seed, flags)
@@ -121,9 +128,11 @@ def layout(
     check_unused([p for p in (plan_a, plan_b) if p is not None], flags)
     if plot:
         _check_image_suffix(output or Path("x.png"))
+    from ..layouts.files import written_files
     from ..plumbing.output_files import check_no_clobber, check_writable
 
-    check_writable(save, "--save")  # before a long build, not after it
+    for path in written_files(save) if save is not None else ():  # before a long build, not after it
+        check_writable(path, "--save")
     check_writable(output, "-o")
     inputs = {"--from": from_file, "--preset": preset if preset and Path(preset).is_file() else None,
               "--vs": vs if vs and Path(vs).is_file() else None}
@@ -139,25 +148,24 @@ def layout(
     if plan_b is None:
         _one(a, plot, output, title, head, fmt, save)
     else:
-        plan_b.seq_len = seq_a  # B is built at A's sequence length
+        plan_b.seq_len = seq_a  # B is built at A's sequence length ...
+        if plan_b.sources.get("num_heads") == AS_A and plan_a.spec is None:
+            plan_b.spec = plan_b.spec.override(a.layout.shape[0])  # ... and with the heads of A's file
         b = build(plan_b, layouts_alive=2)
         _versus(a, b, plot, output, title, head, fmt)
 
 
 def _one(a, plot, output, title, head, fmt, save):
-    from ..analysis.report import analyze, analyze_config, distinct_heads
+    from ..analysis.report import distinct_heads
     from .render import layout_preview
 
     groups = distinct_heads(a.layout)
-    if a.config is not None:
-        report = analyze_config(a.config, a.layout, groups)
-    else:
-        report = analyze(a.layout, a.block, a.label, groups=groups)
+    report = _report(a, groups)
     shown = [(head, [head])] if head is not None else groups
     seq = report.seq_len
     written = {}
     if save is not None:
-        written["layout"] = str(_save(a.layout, save))
+        written["layout"] = str(_save(a, save))
     if plot:
         from ..analysis.plot import layout_heatmap
 
@@ -166,8 +174,8 @@ def _one(a, plot, output, title, head, fmt, save):
         written["plot"] = str(layout_heatmap(a.layout, shown, title, path))
 
     if fmt is Format.json:
-        doc = {"config": report.config or {"file": str(a.file), "block": a.block}, "seed": a.seed,
-               "sources": a.sources, "report": report.to_dict(), "files": written}
+        doc = {"config": _config_doc(a, report), "seed": a.seed, "sources": sources(a), "report": report.to_dict(),
+               "files": written}
         out_console.print_json(json.dumps(doc))
         return
     from .layout_view import one_report
@@ -175,16 +183,15 @@ def _one(a, plot, output, title, head, fmt, save):
     out_console.print(one_report(a, report))
     out_console.print(layout_preview(a.layout[shown[0][0]], f"head {shown[0][0]}"))
     for what, path in written.items():
-        err_console.print(f"wrote {what}: [bold]{path}[/]", highlight=False)
+        _wrote(what, path)
 
 
 def _versus(a, b, plot, output, title, head, fmt):
-    from ..analysis.report import analyze, analyze_config, distinct_heads
+    from ..analysis.report import distinct_heads
     from .layout_view import difference, side_by_side
 
     if a.layout.shape[1:] != b.layout.shape[1:] or a.block != b.block:
-        raise UserError(f"A has {a.layout.shape[-1]} blocks of {a.block}, B {b.layout.shape[-1]} of {b.block}: "
-                        "compare layouts of one sequence length and block (set --block)")
+        _mismatch(a, b)
     ha, hb = a.layout.shape[0], b.layout.shape[0]
     if ha != hb:
         if 1 not in (ha, hb):
@@ -193,8 +200,7 @@ def _versus(a, b, plot, output, title, head, fmt):
     reports, group_of = [], []
     for side in (a, b):
         groups = distinct_heads(side.layout)
-        reports.append(analyze_config(side.config, side.layout, groups) if side.config is not None
-                       else analyze(side.layout, side.block, side.label, groups=groups))
+        reports.append(_report(side, groups))
         group_of.append({h: first for first, members in groups for h in members})
     diff = difference(a.layout, b.layout)
     written = {}
@@ -210,20 +216,55 @@ def _versus(a, b, plot, output, title, head, fmt):
         title = title or f"{a.label} (A) vs {b.label} (B) · seq {seq} · block {a.block}"
         written["plot"] = str(difference_heatmap(a.layout, b.layout, shown, ("A", "B"), title, path))
     if fmt is Format.json:
-        doc = {side: {"config": r.config or {"file": str(s.file), "block": s.block}, "seed": s.seed,
-                      "sources": s.sources, "report": r.to_dict()}
+        doc = {side: {"config": _config_doc(s, r), "seed": s.seed, "sources": sources(s), "report": r.to_dict()}
                for side, s, r in (("a", a, reports[0]), ("b", b, reports[1]))}
         out_console.print_json(json.dumps({**doc, "difference": diff, "files": written}))
         return
     out_console.print(side_by_side(a, reports[0], b, reports[1], diff))
     for what, path in written.items():
-        err_console.print(f"wrote {what}: [bold]{path}[/]", highlight=False)
+        _wrote(what, path)
+
+
+def _mismatch(a, b) -> None:
+    """A and B differ in block or length: name the flag that fixes it. B is built at A's length
+    and block, so only a file (which fixes its own length) can differ in length."""
+    nb_a, nb_b = a.layout.shape[-1], b.layout.shape[-1]
+    seq_a, seq_b = nb_a * a.block, nb_b * b.block
+    said = f"A has {nb_a} blocks of {a.block} ({seq_a} tokens), B {nb_b} of {b.block} ({seq_b} tokens)"
+    if a.block != b.block:
+        fix = "give both one block with --block"
+    elif a.file is not None and b.file is not None:
+        fix = "compare files of one length"
+    elif b.file is not None:
+        fix = f"set --seq {seq_b}, the length of {b.file.name}"
+    else:
+        fix = f"set --seq {seq_a}"
+    raise UserError(f"{said}: compare layouts of one sequence length and block; {fix}")
+
+
+def _report(side, groups):
+    from ..analysis.report import analyze, analyze_config
+
+    if side.config is not None:
+        return analyze_config(side.config, side.layout, groups)
+    return analyze(side.layout, side.block, side.label, side.attention, groups=groups)
+
+
+def _config_doc(side, report) -> dict:
+    return report.config or {"file": str(side.file), "block": side.block, "attention": side.attention}
+
+
+def _wrote(what: str, path) -> None:
+    """One line, never wrapped: a path split mid-name cannot be pasted back."""
+    err_console.print(f"wrote {what}: [bold]{escape(str(path))}[/]", highlight=False, soft_wrap=True)
 
 
 def _file_label(side) -> str:
+    """The default PNG's name: the file's or the preset's (two union presets must not share a
+    name), else the kind's."""
     if side.file is not None:
         return side.file.stem
-    return getattr(side.config, "kind", side.label)
+    return side.preset_name or getattr(side.config, "kind", side.label)
 
 
 def _check_image_suffix(path: Path) -> None:
@@ -234,24 +275,12 @@ def _check_image_suffix(path: Path) -> None:
         raise UserError(f"cannot write a plot to {path}: use one of {', '.join('.' + k for k in sorted(kinds))}")
 
 
-def _save(lay, path: Path) -> Path:
-    """Through a Python file object: numpy.save("x.NPY") would write x.NPY.npy, and torch.save(name)
-    reports a full disk as a bare C++ iostream error where a file object raises the OSError."""
-    from ..plumbing.output_files import write_atomic
+def _save(side, path: Path) -> Path:
+    """The layout with its attention mode, so that ``--from`` reads back the same report."""
+    from ..layouts.files import save_layout
 
-    if path.suffix.lower() == ".pt":
-        import torch
-
-        def write(f):
-            torch.save(lay, f)
+    if side.config is not None:
+        attention = "unidirectional" if side.config.unidirectional else "bidirectional"
     else:
-        import numpy as np
-
-        def write(f):
-            np.save(f, lay.numpy())
-
-    def to_file(tmp):
-        with open(tmp, "wb") as f:
-            write(f)
-
-    return write_atomic(path, to_file)
+        attention = side.attention
+    return save_layout(path, side.layout, attention)
