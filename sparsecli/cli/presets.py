@@ -18,10 +18,19 @@ app.add_typer(presets_app, name="presets")
 
 
 @presets_app.callback()
-def list_presets(ctx: typer.Context):
+def presets(ctx: typer.Context):
     """List the bundled presets (use them as --preset NAME)."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _print_list()
+
+
+@presets_app.command("list", cls=LightCommand)
+def list_presets():
+    """List the bundled presets (the same as bare [bold]sparsecli presets[/])."""
+    _print_list()
+
+
+def _print_list() -> None:
     t = Table("name", "mode", "block", "heads", "description", title="bundled presets", title_justify="left")
     for name in bundled_names():
         p = load_preset(name)
@@ -40,6 +49,8 @@ def show(ctx: typer.Context):
     if len(ctx.args) != 1:
         raise UserError("presets show takes one NAME (a bundled preset or a YAML path), e.g. presets show bigbird")
     name = ctx.args[0]
+    if not name.strip():
+        raise UserError("presets show: NAME is empty; give a bundled preset or a YAML path, e.g. presets show bigbird")
     load_preset(name)
     _, _, data = read_preset_bytes(name)
     sys.stdout.flush()
