@@ -10,10 +10,11 @@ import typer
 from rich.markup import escape
 
 from ..plumbing.errors import UserError
-from ..layouts.registry import KINDS, PARAMS, defaults_text
-from .app import app
+from ..layouts.registry import BOOL, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, STR, defaults_text
+from .app import Command, app
 from .console import err_console, out_console
 from .layout_view import sources
+from .path_params import path
 from .layout_sources import (AS_A, DEFAULT_HEADS, DEFAULT_SEQ, build, check_unused, plan_file, plan_kind, plan_preset,
                              plan_vs)
 
@@ -42,29 +43,55 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 
 IN = "Input"
 CFG = "Layout parameters (DeepSpeed's arguments, and those of the newer kinds)"
+SWITCHES = "Layout switches (DeepSpeed's booleans)"
 OUT = "Output"
 
 
-def _cfg(name: str, example: str = "", default: str | None = None):
-    return typer.Option(help=PARAMS[name].help + example, show_default=default or defaults_text(name),
-                        rich_help_panel=CFG)
+# Short metavars, as in the README's usage lines (--seq N --block B): the help's options table
+# must show every flag name whole in 80 columns, and a type column as wide as <unidirectional|
+# bidirectional> leaves the names too little room.
+METAVARS = {INT: "N", INT_LIST: "LIST", OPT_INT_LIST: "LIST", STR: "MODE", BOOL: ""}
 
 
-@app.command(no_args_is_help=True)
+def _cfg(name: str, *names: str, example: str = "", default: str | None = None, metavar: str | None = None,
+         panel: str = CFG):
+    return typer.Option(*names, help=PARAMS[name].help + example, show_default=default or defaults_text(name),
+                        metavar=METAVARS[PARAMS[name].type] if metavar is None else metavar, rich_help_panel=panel)
+
+
+# A switch's --no- form is hidden and named in its help instead: Typer gives --x/--no-x a column
+# each, and two such names do not fit beside a help text in 80 columns. The switches have a panel
+# of their own, whose shorter names leave the help column room for the whole --no- name.
+def _switch(name: str):
+    return _cfg(name, PARAMS[name].flag, example=f"; off: --no-{PARAMS[name].flag[2:]}", panel=SWITCHES)
+
+
+def _switch_off(name: str):
+    return typer.Option(f"--no-{PARAMS[name].flag[2:]}", hidden=True)
+
+
+def _switched(on: bool | None, off: bool, name: str) -> bool | None:
+    if on and off:
+        flag = PARAMS[name].flag
+        raise typer.BadParameter(f"give {flag} or --no-{flag[2:]}, not both", param_hint=f"'{flag}'")
+    return False if off else on
+
+
+@app.command(cls=Command, no_args_is_help=True)
 def layout(
-    kind: Annotated[Optional[Mode], typer.Argument(help="Layout kind (or give --preset or --from).", show_default=False)] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Bundled preset name or YAML path.", show_default="none: give a KIND", rich_help_panel=IN)] = None,
-    from_file: Annotated[Optional[Path], typer.Option("--from", help="Read the layout from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", show_default="none", rich_help_panel=IN)] = None,
-    vs: Annotated[Optional[str], typer.Option("--vs", help="Compare with B: a KIND (A's seq, heads and block), a preset (NAME.yaml or a path) or a layout file.", show_default="no comparison", rich_help_panel=IN)] = None,
-    seq: Annotated[Optional[int], typer.Option("--seq", "-s", help="Sequence length in tokens.", show_default=f"the preset's, else {DEFAULT_SEQ}", rich_help_panel=IN)] = None,
-    heads: Annotated[Optional[int], typer.Option("--heads", "-H", help="Attention heads (num_heads).", show_default=f"the preset's, else {DEFAULT_HEADS}", rich_help_panel=IN)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random.seed() before make_layout, for the random kinds.", show_default="the preset's seed, else 0", rich_help_panel=IN)] = None,
-    block: Annotated[Optional[int], _cfg("block", default="the preset's, else 16")] = None,
-    different_layout_per_head: Annotated[Optional[bool], _cfg("different_layout_per_head")] = None,
+    kind: Annotated[Optional[Mode], typer.Argument(metavar="KIND", help=f"Layout kind: {', '.join(KINDS)} (or give --preset or --from).", show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", metavar="NAME", help="Bundled preset name or YAML path.", show_default="none: give a KIND", rich_help_panel=IN)] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", parser=path, metavar="FILE", help="Read the layout from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", show_default="none", rich_help_panel=IN)] = None,
+    vs: Annotated[Optional[str], typer.Option("--vs", metavar="B", help="Compare with B: a KIND (A's seq, heads and block), a preset (NAME.yaml or a path) or a layout file.", show_default="no comparison", rich_help_panel=IN)] = None,
+    seq: Annotated[Optional[int], typer.Option("--seq", "-s", metavar="N", help="Sequence length in tokens.", show_default=f"the preset's, else {DEFAULT_SEQ}", rich_help_panel=IN)] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", "-H", metavar="H", help="Attention heads (num_heads).", show_default=f"the preset's, else {DEFAULT_HEADS}", rich_help_panel=IN)] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="S", help="random.seed() before make_layout, for the random kinds.", show_default="the preset's seed, else 0", rich_help_panel=IN)] = None,
+    block: Annotated[Optional[int], _cfg("block", default="the preset's, else 16", metavar="B")] = None,
+    different_layout_per_head: Annotated[Optional[bool], _switch("different_layout_per_head")] = None,
     num_local_blocks: Annotated[Optional[int], _cfg("num_local_blocks")] = None,
     num_global_blocks: Annotated[Optional[int], _cfg("num_global_blocks")] = None,
     attention: Annotated[Optional[Attention], _cfg("attention")] = None,
-    horizontal_global_attention: Annotated[Optional[bool], _cfg("horizontal_global_attention")] = None,
+    horizontal_global_attention: Annotated[Optional[bool], _switch("horizontal_global_attention")] = None,
     num_different_global_patterns: Annotated[Optional[int], _cfg("num_different_global_patterns")] = None,
     num_random_blocks: Annotated[Optional[int], _cfg("num_random_blocks")] = None,
     local_window_blocks: Annotated[Optional[str], _cfg("local_window_blocks", example=", e.g. 4,8")] = None,
@@ -75,12 +102,14 @@ def layout(
     num_sink_blocks: Annotated[Optional[int], _cfg("num_sink_blocks")] = None,
     stride: Annotated[Optional[int], _cfg("stride")] = None,
     document_lengths: Annotated[Optional[str], _cfg("document_lengths", example=", e.g. 1000,3096")] = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Write a heatmap PNG (with --vs: of the difference).", show_default="off", rich_help_panel=OUT)] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Path for --plot.", show_default="KIND_seqN_bB.png", rich_help_panel=OUT)] = None,
-    title: Annotated[Optional[str], typer.Option(help="Heatmap title.", show_default="KIND · seq · block · density", rich_help_panel=OUT)] = None,
-    head: Annotated[Optional[int], typer.Option(help="Show only this head.", show_default="every distinct head layout", rich_help_panel=OUT)] = None,
+    plot: Annotated[bool, typer.Option("--plot", metavar="", help="Write a heatmap PNG (with --vs: of the difference).", show_default="off", rich_help_panel=OUT)] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", parser=path, metavar="PNG", help="Path for --plot (a preset's PNG is named after the preset).", show_default="KIND_seqN_bB.png", rich_help_panel=OUT)] = None,
+    title: Annotated[Optional[str], typer.Option(metavar="TEXT", help="Heatmap title.", show_default="KIND · seq · block · density", rich_help_panel=OUT)] = None,
+    head: Annotated[Optional[int], typer.Option(metavar="I", help="Show only this head.", show_default="every distinct head layout", rich_help_panel=OUT)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.", rich_help_panel=OUT)] = Format.table,
-    save: Annotated[Optional[Path], typer.Option(help="Export the layout tensor (.pt or .npy).", show_default="no export", rich_help_panel=OUT)] = None,
+    save: Annotated[Optional[Path], typer.Option(parser=path, metavar="FILE", help="Export the layout with its attention mode (.pt, .npz, or .npy with a .npy.json beside it).", show_default="no export", rich_help_panel=OUT)] = None,
+    no_different_layout_per_head: Annotated[bool, _switch_off("different_layout_per_head")] = False,
+    no_horizontal_global_attention: Annotated[bool, _switch_off("horizontal_global_attention")] = False,
 ):
     """Build a block-sparse layout, report its density and cost, and draw it.
 
@@ -88,11 +117,13 @@ def layout(
     """
     given = {
         "block": block,
-        "different_layout_per_head": different_layout_per_head,
+        "different_layout_per_head": _switched(different_layout_per_head, no_different_layout_per_head,
+                                               "different_layout_per_head"),
         "num_local_blocks": num_local_blocks,
         "num_global_blocks": num_global_blocks,
         "attention": attention.value if attention is not None else None,
-        "horizontal_global_attention": horizontal_global_attention,
+        "horizontal_global_attention": _switched(horizontal_global_attention, no_horizontal_global_attention,
+                                                 "horizontal_global_attention"),
         "num_different_global_patterns": num_different_global_patterns,
         "num_random_blocks": num_random_blocks,
         "local_window_blocks": _ints(local_window_blocks, "--local-window-blocks"),
