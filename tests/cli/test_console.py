@@ -1,10 +1,17 @@
 """The stdout console: into a pipe, tables are laid out as wide as they need (every number kept)."""
 import io
+import re
 
+import pytest
 from rich.table import Table
 from rich.text import Text
 
 from sparsecli.cli.console import DataConsole
+
+
+@pytest.fixture(autouse=True)
+def no_columns(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)  # a shell that exports it would change the widths
 
 
 def wide_table() -> Table:
@@ -36,3 +43,24 @@ def test_narrow_content_and_terminals_keep_their_width():
     term = DataConsole(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
     term.print(wide_table())
     assert max(len(line) for line in term.file.getvalue().splitlines()) <= 80  # a terminal is fitted
+
+
+def test_an_explicit_columns_lays_a_piped_table_out_at_that_width(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    buf = io.StringIO()
+    DataConsole(file=buf).print(wide_table())
+    assert max(len(line) for line in buf.getvalue().splitlines()) == 80
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_lines_carry_no_trailing_blanks(terminal):
+    t = Table(title="a title wider than nothing", box=None, show_header=False)
+    t.add_column(style="bold")
+    t.add_column(style="dim")
+    t.add_row("short", "x")
+    t.add_row("a much longer cell", "a much longer value")
+    console = DataConsole(file=io.StringIO(), width=80, force_terminal=terminal, color_system="standard")
+    console.print(t)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", console.file.getvalue())
+    assert "short" in text and "a much longer value" in text
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []
