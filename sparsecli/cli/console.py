@@ -3,7 +3,8 @@
 Data printed into a pipe or a file (CI logs, ``> report.txt``) must keep every number: Rich
 would lay a table out at 80 columns there, squeezing number columns to nothing and cutting ids
 with an ellipsis. So when stdout is not a terminal, each print is laid out as wide as its content
-needs, unless ``COLUMNS`` says how wide to be (``COLUMNS=80 sparsecli presets | cat``); on a
+needs; an explicit ``COLUMNS`` (``COLUMNS=80 sparsecli presets | cat``) is the width to wrap text
+to wherever that cuts no word, as tables whose id and number columns do not wrap allow. On a
 terminal Rich fits the window as usual.
 
 Rich pads every table cell and title to its column's width; the data console drops those
@@ -23,7 +24,9 @@ class DataConsole(Console):
         if not (kwargs.get("soft_wrap") or kwargs.get("crop") is False):
             # (soft-wrapped output, e.g. JSON, is printed unwrapped and uncropped: no line to trim)
             objects = tuple(o if isinstance(o, str) else _Trimmed(o) for o in objects)
-        if self.is_terminal or not objects or kwargs.get("width") is not None or _columns_given():
+        if self.is_terminal or not objects or kwargs.get("width") is not None:
+            return super().print(*objects, **kwargs)
+        if _columns_given() and self.natural_width(*objects, least=True) <= self.width:
             return super().print(*objects, **kwargs)
         need = self.natural_width(*objects)
         if need <= self.width:
@@ -35,16 +38,19 @@ class DataConsole(Console):
         finally:
             self._width = saved
 
-    def natural_width(self, *objects) -> int:
-        """Columns the widest of ``objects`` takes when nothing is squeezed or folded (objects
-        that cannot say, e.g. a Rule, count as the current width)."""
+    def natural_width(self, *objects, least: bool = False) -> int:
+        """Columns the widest of ``objects`` takes when nothing is squeezed or folded, or with
+        ``least``, when text wraps between words but no word (number, id) is cut (objects that
+        cannot say, e.g. a Rule, count as the current width)."""
         options = self.options.update_width(MAX_PIPE_WIDTH)
-        widths = [Measurement.get(self, options, o).maximum for o in objects]
+        measures = [Measurement.get(self, options, o) for o in objects]
+        widths = [m.minimum if least else m.maximum for m in measures]
         return max(w if w < MAX_PIPE_WIDTH else self.width for w in widths)
 
 
 def _columns_given() -> bool:
-    """An explicit COLUMNS is a width the user asked for, pipe or not."""
+    """An explicit COLUMNS is a width the user asked for, pipe or not: content that can wrap to
+    it without cutting a word (a number, an id) is laid out at that width."""
     return os.environ.get("COLUMNS", "").isdigit()
 
 

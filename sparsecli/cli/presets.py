@@ -31,7 +31,12 @@ def list_presets():
 
 
 def _print_list() -> None:
-    t = Table("name", "mode", "block", "heads", "description", title="bundled presets", title_justify="left")
+    # Names and numbers never wrap (a cut name cannot be pasted as --preset NAME); the description
+    # takes what COLUMNS leaves, and no outer edge leaves it room enough at 80 columns.
+    t = Table(title="bundled presets", title_justify="left", show_edge=False)
+    for name in ("name", "mode", "block", "heads"):
+        t.add_column(name, no_wrap=True)
+    t.add_column("description")
     for name in bundled_names():
         p = load_preset(name)
         t.add_row(name, p.sparsity.mode, str(p.sparsity.block), str(p.sparsity.num_heads), p.description)

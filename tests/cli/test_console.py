@@ -45,11 +45,19 @@ def test_narrow_content_and_terminals_keep_their_width():
     assert max(len(line) for line in term.file.getvalue().splitlines()) <= 80  # a terminal is fitted
 
 
-def test_an_explicit_columns_lays_a_piped_table_out_at_that_width(monkeypatch):
+def test_an_explicit_columns_wraps_prose_but_never_cuts_a_number(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
+    prose = Table("id", "description")
+    prose.columns[0].no_wrap = True
+    prose.add_row("streaming_random", "a description long enough to need wrapping " * 4)
     buf = io.StringIO()
+    DataConsole(file=buf).print(prose)
+    assert max(len(line) for line in buf.getvalue().splitlines()) == 80 and "streaming_random" in buf.getvalue()
+    buf = io.StringIO()  # ten number columns do not fit in 80 without cutting: as wide as they need
     DataConsole(file=buf).print(wide_table())
-    assert max(len(line) for line in buf.getvalue().splitlines()) == 80
+    text = buf.getvalue()
+    assert "bigbird/fwd+bwd/S16384-B4-H16-D64-bf16/three-op" in text and "…" not in text
+    assert all(f"{1234.567 + i:.3f}" in text for i in range(10))
 
 
 @pytest.mark.parametrize("terminal", [False, True])
