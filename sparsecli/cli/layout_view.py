@@ -43,8 +43,8 @@ def sources(side: Side) -> dict:
 
 def config_table(side: Side) -> Table:
     t = Table(title="configuration", show_header=False, title_justify="left", box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
+    t.add_column(style="bold", no_wrap=True)  # parameter names are identifiers: never cut ...
+    t.add_column(overflow="fold")  # ... and a narrow value folds rather than ends in "…"
     t.add_column(style="dim")
     for row in config_rows(side):
         t.add_row(*row)
