@@ -18,6 +18,7 @@ from ..plumbing.output_files import check_no_clobber, check_writable, write_text
 from .app import app
 from .console import err_console, out_console
 from .gate import allow_gpu_mismatch_option, fail_if_gate_failed
+from .path_params import path
 
 SWEEP = "Sweep (overrides the preset's bench: section)"
 OUTPUT = "Output"
@@ -68,7 +69,7 @@ class Sweep:
 @app.command(no_args_is_help=True)
 def bench(
     preset: Annotated[Optional[List[str]], typer.Option("--preset", "-p", help="Bundled preset name or YAML path; repeat for several.", show_default=False)] = None,
-    layout_file: Annotated[Optional[Path], typer.Option("--layout", help="Benchmark a layout file (.pt, .npy, .npz; (H, nb, nb) or (nb, nb) of 0/1) instead of a preset; give its --block.", show_default=False)] = None,
+    layout_file: Annotated[Optional[Path], typer.Option("--layout", parser=path, help="Benchmark a layout file (.pt, .npy, .npz; (H, nb, nb) or (nb, nb) of 0/1) instead of a preset; give its --block.", show_default=False)] = None,
     block: Annotated[Optional[int], typer.Option("--block", help="The --layout file's block size (16, 32, 64 or 128).", show_default=False)] = None,
     attention: Annotated[Optional[LayoutAttention], typer.Option("--attention", metavar="MODE", help="The --layout file's attention: unidirectional (causal cases) or bidirectional.", show_default="what the file records, else bidirectional")] = None,
     seq: Annotated[Optional[str], typer.Option("--seq", "-s", help="Sequence lengths, e.g. 4096,16384.", rich_help_panel=SWEEP)] = None,
@@ -79,10 +80,10 @@ def bench(
     head_dim: Annotated[Optional[str], typer.Option("--head-dim", help="Head dims, e.g. 64,128.", rich_help_panel=SWEEP)] = None,
     devices: Annotated[Optional[str], typer.Option("--devices", help="GPUs to spread the sweep over, e.g. 0,1 or all (one process per GPU; a case's providers share a GPU).", rich_help_panel=SWEEP)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="What goes to stdout (markdown: GitHub tables, gate first).", rich_help_panel=OUTPUT)] = Format.table,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the results (.json, or .csv by suffix).", rich_help_panel=OUTPUT)] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: throughput vs sequence length and speedup vs density.", rich_help_panel=OUTPUT)] = None,
-    from_file: Annotated[Optional[Path], typer.Option("--from", help="Render an existing results JSON instead of running (no GPU needed).", rich_help_panel=OUTPUT)] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Gate against this baseline JSON, or the runner's GPU's file in a directory of <gpu-slug>.json (exit 3 on a breach).", rich_help_panel=GATE)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", parser=path, help="Write the results (.json, or .csv by suffix).", rich_help_panel=OUTPUT)] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", parser=path, help="PNG: throughput vs sequence length and speedup vs density.", rich_help_panel=OUTPUT)] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", parser=path, help="Render an existing results JSON instead of running (no GPU needed).", rich_help_panel=OUTPUT)] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", parser=path, help="Gate against this baseline JSON, or the runner's GPU's file in a directory of <gpu-slug>.json (exit 3 on a breach).", rich_help_panel=GATE)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="Tolerance floor on the ratio to sdpa-flash.", rich_help_panel=GATE)] = 0.10,
     update_baseline: Annotated[bool, typer.Option("--update-baseline", help="Write this run's ratios into --baseline (the runner's GPU's file of a directory; cases not run are kept).", rich_help_panel=GATE)] = False,
     allow_gpu_mismatch: Annotated[bool, allow_gpu_mismatch_option(GATE)] = False,

@@ -11,6 +11,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from sparsecli.bench.worker import plan_of
 from sparsecli.cli import app
 from sparsecli.layouts.files import load_layout
 from sparsecli.plumbing.errors import UserError
@@ -92,6 +93,11 @@ def test_bench_plans_a_saved_causal_layout_causal(tmp_path, suffix):
     assert {p["causal"] for p in json.loads(preset.stdout)["planned"]} == {True}
     assert {p["causal"] for p in planned()} == {True}
     assert {p["causal"] for p in planned("--attention", "bidirectional")} == {False}
+    for attention, causal in ((None, True), ("bidirectional", False)):  # a --devices worker plans the same
+        spec = {"presets": [], "layout": {"path": str(saved), "block": 64, "attention": attention},
+                "overrides": {"providers": ["sparse"]}, "case_ids": [c["case_id"] for c in planned()] +
+                [c["case_id"] for c in planned("--attention", "bidirectional")]}
+        assert {c.shape.causal for c in plan_of(spec).cases} == {causal}
 
 
 # -- 2. a block must be positive --------------------------------------------------------------------
@@ -270,6 +276,7 @@ def test_an_empty_name_says_it_is_empty(args, fragment):
         (["layout", "bigbird", "--plot", "-o", ""], "'--output' / '-o'"),
         (["layout", "bigbird", "--save", ""], "'--save'"),
         (["layout", "--from", "", "--block", "16"], "'--from'"),
+        (["bench", "--layout", "", "--block", "64", "--dry-run"], "'--layout'"),
     ],
 )
 def test_an_empty_path_says_it_is_empty(args, name):
