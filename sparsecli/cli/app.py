@@ -32,11 +32,13 @@ def _usage_errors_on_one_line():
     except _CLICK_ERROR as e:
         if type(e).__name__ == "NoArgsIsHelpError":
             raise  # the help is already printed; Typer exits with its code
+        from rich.text import Text
+
         from .console import err_console
 
         # Typer's pydantic conversion prefixes its reasons with "Value error, "
         message = " ".join(e.format_message().replace("Value error, ", "").split())
-        err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
 
 

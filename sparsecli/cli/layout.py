@@ -81,7 +81,7 @@ def _switched(on: bool | None, off: bool, name: str) -> bool | None:
 def layout(
     kind: Annotated[Optional[Mode], typer.Argument(metavar="KIND", help=f"Layout kind: {', '.join(KINDS)} (or give --preset or --from).", show_default=False)] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", metavar="NAME", help="Bundled preset name or YAML path.", show_default="none: give a KIND", rich_help_panel=IN)] = None,
-    from_file: Annotated[Optional[Path], typer.Option("--from", parser=path, metavar="FILE", help="Read the layout from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", show_default="none", rich_help_panel=IN)] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", parser=path, metavar="FILE", help="Read the layout (and the attention mode it was saved with) from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", show_default="none", rich_help_panel=IN)] = None,
     vs: Annotated[Optional[str], typer.Option("--vs", metavar="B", help="Compare with B: a KIND (A's seq, heads and block), a preset (NAME.yaml or a path) or a layout file.", show_default="no comparison", rich_help_panel=IN)] = None,
     seq: Annotated[Optional[int], typer.Option("--seq", "-s", metavar="N", help="Sequence length in tokens.", show_default=f"the preset's, else {DEFAULT_SEQ}", rich_help_panel=IN)] = None,
     heads: Annotated[Optional[int], typer.Option("--heads", "-H", metavar="H", help="Attention heads (num_heads).", show_default=f"the preset's, else {DEFAULT_HEADS}", rich_help_panel=IN)] = None,
