@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsecli.layouts.files import load_layout
+from sparsecli.layouts.files import load_layout, read_layout_file, save_layout, sidecar
 
 
 def _layout():
@@ -46,12 +46,17 @@ def test_two_dimensional_bool_and_float_layouts_are_one_head(tmp_path):
         (lambda p: np.save(p / "x.npy", np.zeros((0, 3, 3))), "at least one head"),
         (lambda p: np.save(p / "x.npy", np.array(["a", "b"])), "holds <U1 values"),
         (lambda p: np.savez(p / "x.npz", a=np.zeros((2, 2)), b=np.zeros((2, 2))), "holds 2 arrays (a, b)"),
-        (lambda p: torch.save({"layout": torch.zeros(2, 2)}, p / "x.pt"), "holds a dict, not a tensor"),
+        (lambda p: torch.save({"weights": torch.zeros(2, 2)}, p / "x.pt"), "holds a dict without a 'layout' entry (keys: weights)"),
+        (lambda p: torch.save([torch.zeros(2, 2)], p / "x.pt"), "holds a list, not a tensor"),
         (lambda p: (p / "x.pt").write_bytes(b"not a zip"), "cannot read it as a .pt layout"),
         (lambda p: (p / "x.npy").write_bytes(b"\x93NUMPY garbage"), "cannot read it as a .npy layout"),
         (lambda p: None, "no such file"),
         (lambda p: (p / "x.npy").mkdir(), "is a directory"),
         (lambda p: (p / "x.csv").write_text("0,1"), ".pt, .npy or .npz"),
+        (lambda p: (p / "x.npy").write_text("0,1\n1,0\n"), "not a valid .npy file (no NumPy header)"),
+        (lambda p: (p / "x.npz").write_text("0,1\n1,0\n"), "not a valid .npz file (not a zip archive)"),
+        (lambda p: torch.save({"layout": torch.eye(2), "attention": "causal"}, p / "x.pt"),
+         "records attention 'causal'; expected one of unidirectional, bidirectional"),
     ],
 )
 def test_bad_files_are_one_line_value_errors(tmp_path, make, fragment):
@@ -62,3 +67,32 @@ def test_bad_files_are_one_line_value_errors(tmp_path, make, fragment):
     msg = str(info.value)
     assert msg.startswith(f"{path}: ") and "\n" not in msg
     assert fragment in msg
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npy", ".npz"])
+@pytest.mark.parametrize("attention", ["unidirectional", "bidirectional"])
+def test_a_saved_layout_keeps_its_attention_mode(tmp_path, suffix, attention):
+    lay, path = _layout(), tmp_path / f"l{suffix}"
+    save_layout(path, lay, attention)
+    got = read_layout_file(path)
+    assert torch.equal(got.layout, lay) and got.attention == attention
+    assert sidecar(path).exists() == (suffix == ".npy")
+
+
+def test_files_without_a_mode_say_none(tmp_path):
+    lay = _layout()
+    torch.save(lay, tmp_path / "a.pt")
+    np.save(tmp_path / "a.npy", lay.numpy())
+    np.savez(tmp_path / "a.npz", lay.numpy())
+    for name in ("a.pt", "a.npy", "a.npz"):
+        got = read_layout_file(tmp_path / name)
+        assert torch.equal(got.layout, lay) and got.attention is None
+
+
+def test_a_broken_sidecar_is_one_line(tmp_path):
+    path = tmp_path / "l.npy"
+    save_layout(path, _layout(), "unidirectional")
+    sidecar(path).write_text("{not json")
+    with pytest.raises(ValueError) as info:
+        load_layout(path)
+    assert str(info.value).startswith(f"{sidecar(path)}: cannot read the layout's attention mode") and "\n" not in str(info.value)

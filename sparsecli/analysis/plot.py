@@ -8,7 +8,9 @@ diagonal stays visible as a lighter line. The title states k.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import torch
@@ -60,8 +62,33 @@ def difference_heatmap(a: torch.Tensor, b: torch.Tensor, groups, labels: tuple[s
     return save(difference_figure(a, b, groups, labels, title, extra), path)
 
 
+class MissingGlyphWarning(UserWarning):
+    """Characters (of a title) that the plot's font cannot draw: matplotlib draws boxes there."""
+
+
+# matplotlib warns once per missing character, naming its own source line: "Glyph 27880
+# (\N{CJK UNIFIED IDEOGRAPH-6CE8}) missing from font(s) DejaVu Sans."
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from font\(s\) (.+?)\.?$")
+
+
 def save(fig, path: str | Path) -> Path:
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format=_format(path)))
+    """``fig`` to ``path``, atomically; matplotlib's per-character glyph warnings become one
+    ``MissingGlyphWarning`` that names the characters."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = write_atomic(path, lambda tmp: fig.savefig(tmp, format=_format(path)))
+    missing, fonts = {}, set()
+    for w in caught:
+        match = _MISSING_GLYPH.match(str(w.message))
+        if match is None:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        else:
+            missing[chr(int(match.group(1)))] = None
+            fonts.add(match.group(2))
+    if missing:
+        warnings.warn(MissingGlyphWarning(f"the plot's font ({', '.join(sorted(fonts))}) cannot draw "
+                                          f"{''.join(missing)}: {written} shows boxes there"), stacklevel=2)
+    return written
 
 
 def layout_figure(layout: torch.Tensor, groups, title: str, extra=()):

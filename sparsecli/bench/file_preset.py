@@ -1,8 +1,10 @@
 """A layout file as a bench preset: ``sparsecli bench --layout FILE --block B``.
 
 The file (``.pt``, ``.npy`` or ``.npz``, read by ``sparsecli.layouts.files``) fixes the heads and
-the sequence length (its blocks times ``B``); the sweep's other dimensions take a preset's
-defaults (see ``BenchSpec``) unless flags override them. Case ids start with the file's stem, and
+the sequence length (its blocks times ``B``), and its attention mode whether the cases are causal
+(``--attention`` overrides what the file records; a file that records none is bidirectional);
+the sweep's other dimensions take a preset's defaults (see ``BenchSpec``) unless flags override
+them. Case ids start with the file's stem, and
 the layout's fingerprint hashes the file's content, so a baseline entry goes void when the file
 changes.
 """
@@ -51,24 +53,26 @@ class _FileLayout:
         return self.spec.layout.clone()
 
 
-def layout_file_preset(path: Path, block: int | None) -> Preset:
+def layout_file_preset(path: Path, block: int | None, attention: str | None = None) -> Preset:
     """The preset a layout file stands for; every problem is a one-line UserError."""
-    from ..layouts.files import load_layout
+    from ..layouts.files import read_layout_file
 
     if block is None:
         raise UserError(f"--layout {path} needs --block B: the file holds blocks, not tokens")
     if block not in BLOCKS:
         raise UserError(f"--block must be one of {', '.join(map(str, BLOCKS))} (what the kernels take), got {block}")
     try:
-        layout = load_layout(path)
+        got = read_layout_file(path)
     except ValueError as e:
         raise UserError(str(e)) from None
+    layout = got.layout
+    causal = (attention or got.attention) == "unidirectional"
     heads, nb, _ = layout.shape
     digest = hashlib.sha256(layout.numpy().tobytes() + repr(tuple(layout.shape)).encode()).hexdigest()[:16]
     spec = FileSpec(str(path), heads, block, digest, layout)
     seq = nb * block
     return Preset(name=Path(path).stem, path=str(path), description=f"layout file {path}", seq_len=seq,
-                  seed=None, sparsity=spec, bench=BenchSpec(seq_lens=(seq,)))
+                  seed=None, sparsity=spec, bench=BenchSpec(seq_lens=(seq,), causal=causal))
 
 
 def check_seq(preset: Preset, seq_lens: tuple | None) -> None:

@@ -1,6 +1,6 @@
 """One GPU's share of a multi-GPU sweep (see devices.py): ``python -m sparsecli.bench.worker``.
 
-Reads a JSON spec on stdin, ``{"presets": [refs], "layout": {"path", "block"} or null,
+Reads a JSON spec on stdin, ``{"presets": [refs], "layout": {"path", "block", "attention"} or null,
 "overrides": {...}, "case_ids": [...], "warmup_ms", "rep_ms", "check"}``, rebuilds the plan
 exactly as the parent did, runs the given cases on the one GPU ``CUDA_VISIBLE_DEVICES`` leaves
 visible, and prints each finished row as one JSON line ``{"row": {...}}`` on stdout (flushed, so
@@ -24,7 +24,8 @@ def plan_of(spec: dict) -> Plan:
                              for k, v in (spec.get("overrides") or {}).items()})
     presets = [load_preset(ref) for ref in spec["presets"]]
     if spec.get("layout"):
-        presets.append(layout_file_preset(spec["layout"]["path"], spec["layout"]["block"]))
+        layout = spec["layout"]
+        presets.append(layout_file_preset(layout["path"], layout["block"], layout.get("attention")))
     plan = expand(presets, overrides)
     wanted = set(spec["case_ids"])
     plan.cases = [c for c in plan.cases if c.case_id in wanted]

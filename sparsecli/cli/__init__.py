@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from ..plumbing.errors import UserError
 from . import bench, compare, info, layout, presets  # noqa: F401  (command modules register on `app`)
@@ -27,9 +28,18 @@ def _degrade_unencodable_output() -> None:
                 pass
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning is one line too: what it says, not the library line that raised it."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("warning: ", "yellow"), " ".join(str(message).split())), soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: known errors become one line on stderr and exit 1 (2 stays Typer's usage error)."""
     _degrade_unencodable_output()
+    if not os.environ.get("SPARSECLI_DEBUG"):
+        warnings.showwarning = _warning_line
     if sys.argv[1:] in (["--version"], ["-V"]):
         # Answered before Typer: a root option would make every command parse a parameter, and
         # Typer >= 0.29 imports pydantic (0.3-0.8 s) for the first parameter it parses.

@@ -18,12 +18,16 @@ from ..plumbing.output_files import check_no_clobber, check_writable, write_text
 from .app import app
 from .console import err_console, out_console
 from .gate import allow_gpu_mismatch_option, fail_if_gate_failed
+from .path_params import path
 
 SWEEP = "Sweep (overrides the preset's bench: section)"
 OUTPUT = "Output"
 GATE = "Regression gate"
 EXAMPLES = {"--seq": "4096,16384", "--dtype": "bf16,fp16", "--pass": "fwd,fwd+bwd",
             "--providers": "sparse,sdpa-flash", "--head-dim": "64,128"}
+
+
+LayoutAttention = Enum("LayoutAttention", {a: a for a in ("unidirectional", "bidirectional")}, type=str)
 
 
 class Format(str, Enum):
@@ -65,8 +69,9 @@ class Sweep:
 @app.command(no_args_is_help=True)
 def bench(
     preset: Annotated[Optional[List[str]], typer.Option("--preset", "-p", help="Bundled preset name or YAML path; repeat for several.", show_default=False)] = None,
-    layout_file: Annotated[Optional[Path], typer.Option("--layout", help="Benchmark a layout file (.pt, .npy, .npz; (H, nb, nb) or (nb, nb) of 0/1) instead of a preset; give its --block.", show_default=False)] = None,
+    layout_file: Annotated[Optional[Path], typer.Option("--layout", parser=path, help="Benchmark a layout file (.pt, .npy, .npz; (H, nb, nb) or (nb, nb) of 0/1) instead of a preset; give its --block.", show_default=False)] = None,
     block: Annotated[Optional[int], typer.Option("--block", help="The --layout file's block size (16, 32, 64 or 128).", show_default=False)] = None,
+    attention: Annotated[Optional[LayoutAttention], typer.Option("--attention", metavar="MODE", help="The --layout file's attention: unidirectional (causal cases) or bidirectional.", show_default="what the file records, else bidirectional")] = None,
     seq: Annotated[Optional[str], typer.Option("--seq", "-s", help="Sequence lengths, e.g. 4096,16384.", rich_help_panel=SWEEP)] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp16, bf16 and/or fp32, comma-separated.", rich_help_panel=SWEEP)] = None,
     pass_: Annotated[Optional[str], typer.Option("--pass", help="fwd, bwd and/or fwd+bwd, comma-separated.", rich_help_panel=SWEEP)] = None,
@@ -75,10 +80,10 @@ def bench(
     head_dim: Annotated[Optional[str], typer.Option("--head-dim", help="Head dims, e.g. 64,128.", rich_help_panel=SWEEP)] = None,
     devices: Annotated[Optional[str], typer.Option("--devices", help="GPUs to spread the sweep over, e.g. 0,1 or all (one process per GPU; a case's providers share a GPU).", rich_help_panel=SWEEP)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="What goes to stdout (markdown: GitHub tables, gate first).", rich_help_panel=OUTPUT)] = Format.table,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the results (.json, or .csv by suffix).", rich_help_panel=OUTPUT)] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="PNG: throughput vs sequence length and speedup vs density.", rich_help_panel=OUTPUT)] = None,
-    from_file: Annotated[Optional[Path], typer.Option("--from", help="Render an existing results JSON instead of running (no GPU needed).", rich_help_panel=OUTPUT)] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Gate against this baseline JSON, or the runner's GPU's file in a directory of <gpu-slug>.json (exit 3 on a breach).", rich_help_panel=GATE)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", parser=path, help="Write the results (.json, or .csv by suffix).", rich_help_panel=OUTPUT)] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", parser=path, help="PNG: throughput vs sequence length and speedup vs density.", rich_help_panel=OUTPUT)] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", parser=path, help="Render an existing results JSON instead of running (no GPU needed).", rich_help_panel=OUTPUT)] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", parser=path, help="Gate against this baseline JSON, or the runner's GPU's file in a directory of <gpu-slug>.json (exit 3 on a breach).", rich_help_panel=GATE)] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="Tolerance floor on the ratio to sdpa-flash.", rich_help_panel=GATE)] = 0.10,
     update_baseline: Annotated[bool, typer.Option("--update-baseline", help="Write this run's ratios into --baseline (the runner's GPU's file of a directory; cases not run are kept).", rich_help_panel=GATE)] = False,
     allow_gpu_mismatch: Annotated[bool, allow_gpu_mismatch_option(GATE)] = False,
@@ -122,13 +127,13 @@ def bench(
         if preset or layout_file or dry_run or devices:
             raise UserError("--from renders an existing results file; drop --preset/--layout/--dry-run/--devices")
         _reject_sweep_flags(seq=seq, dtype=dtype, pass_=pass_, providers=providers, batch=batch, head_dim=head_dim,
-                            block=block)
+                            block=block, attention=attention)
         doc = res.load(from_file)
         if not doc["results"]:  # an empty table and exit 0 would read as "ran, nothing to report"
             raise UserError(f"{from_file}: holds no results (its 'results' list is empty); nothing to render")
     else:
-        sweep = _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_dim,
-                      warmup_ms, rep_ms, check)
+        sweep = _plan(preset, layout_file, block, attention and attention.value, seq, dtype, pass_, providers, batch,
+                      head_dim, warmup_ms, rep_ms, check)
         if dry_run:
             _dry_run(sweep.plan, fmt, output)
             return
@@ -167,7 +172,7 @@ def _check_plot_format(plot: Path) -> None:
                         f"{', '.join('.' + s for s in sorted(supported))}")
 
 
-def _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_dim, warmup_ms, rep_ms,
+def _plan(preset, layout_file, block, attention, seq, dtype, pass_, providers, batch, head_dim, warmup_ms, rep_ms,
           check) -> Sweep:
     from ..bench.cases import Overrides, check_layouts_fit, expand
     from ..bench.file_preset import check_seq, layout_file_preset
@@ -177,19 +182,21 @@ def _plan(preset, layout_file, block, seq, dtype, pass_, providers, batch, head_
         raise UserError("give --preset or --layout, not both (one run, one source of layouts)")
     if block is not None and layout_file is None:
         raise UserError("--block is a --layout file's block size; a preset sets its own block")
+    if attention is not None and layout_file is None:
+        raise UserError("--attention is a --layout file's attention mode; a preset sets its own (bench: causal:)")
     if not preset and layout_file is None:
         raise UserError("give --preset NAME (bundled) or a YAML path, --layout FILE --block B, or --from RESULTS.json")
     overrides = Overrides(
         seq_lens=_items(seq, "--seq", int), dtypes=_items(dtype, "--dtype"), passes=_items(pass_, "--pass"),
         providers=_items(providers, "--providers"), batch=batch, head_dims=_items(head_dim, "--head-dim", int))
     if layout_file is not None:
-        presets = [layout_file_preset(layout_file, block)]
+        presets = [layout_file_preset(layout_file, block, attention)]
         check_seq(presets[0], overrides.seq_lens)
     else:
         presets = [load_preset(p) for p in preset]
     plan = expand(presets, overrides)
     check_layouts_fit(plan, seq_overridden=seq is not None)
-    layout = None if layout_file is None else {"path": str(layout_file), "block": block}
+    layout = None if layout_file is None else {"path": str(layout_file), "block": block, "attention": attention}
     return Sweep(list(preset or []), layout, overrides, plan, warmup_ms, rep_ms, check)
 
 

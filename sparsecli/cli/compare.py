@@ -9,18 +9,19 @@ from typing import Annotated, Optional
 import typer
 
 from ..plumbing.output_files import check_no_clobber, check_writable, write_text_atomic
-from .app import app
+from .app import Command, app
 from .console import out_console
 from .gate import ReportFormat, allow_gpu_mismatch_option, fail_if_gate_failed
+from .path_params import path
 
 
-@app.command(no_args_is_help=True)
+@app.command(cls=Command, no_args_is_help=True)
 def compare(
-    base: Annotated[Path, typer.Argument(help="Baseline JSON, or a directory of per-GPU baselines (<gpu-slug>.json).", show_default=False)],
-    new: Annotated[Path, typer.Argument(help="Results JSON to check.", show_default=False)],
+    base: Annotated[Path, typer.Argument(parser=path, metavar="BASE", help="Baseline JSON, or a directory of per-GPU baselines (<gpu-slug>.json).", show_default=False)],
+    new: Annotated[Path, typer.Argument(parser=path, metavar="NEW", help="Results JSON to check.", show_default=False)],
     tolerance: Annotated[float, typer.Option("--tolerance", min=0.0, help="Tolerance floor on the ratio to sdpa-flash.")] = 0.10,
     fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="What goes to stdout.")] = ReportFormat.table,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the gate report JSON.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", parser=path, help="Write the gate report JSON.")] = None,
     allow_gpu_mismatch: Annotated[bool, allow_gpu_mismatch_option()] = False,
 ):
     """Gate NEW against BASE: per case, our time over sdpa-flash's, now vs then. Exit 3 on a breach."""

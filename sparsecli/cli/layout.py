@@ -7,17 +7,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from ..plumbing.errors import UserError
-from ..layouts.registry import KINDS, PARAMS, defaults_text
-from .app import app
+from ..layouts.registry import BOOL, INT, INT_LIST, KINDS, OPT_INT_LIST, PARAMS, STR, defaults_text
+from .app import Command, app
 from .console import err_console, out_console
 from .layout_cp import PANEL as CP, CpRequest, CpStrategy, cp_panel, cp_table
-from .layout_sources import DEFAULT_HEADS, DEFAULT_SEQ, build, check_unused, plan_file, plan_kind, plan_preset, plan_vs
+from .layout_view import sources
+from .path_params import path
+from .layout_sources import (AS_A, DEFAULT_HEADS, DEFAULT_SEQ, build, check_unused, plan_file, plan_kind, plan_preset,
+                             plan_vs)
 
 Mode = Enum("Mode", {m: m for m in KINDS}, type=str)
 Attention = Enum("Attention", {a: a for a in PARAMS["attention"].choices}, type=str)
-SAVE_SUFFIXES = (".pt", ".npy")
+SAVE_SUFFIXES = (".pt", ".npy", ".npz")
 
 
 class Format(str, Enum):
@@ -26,39 +30,69 @@ class Format(str, Enum):
 
 
 def _ints(text: str | None, flag: str) -> list[int] | None:
+    """A comma-separated list of integers; an empty entry (``4,,8``) is an error, not dropped."""
     if text is None:
         return None
+    items = text.replace(" ", "").split(",")
+    if "" in items:
+        raise UserError(f"{flag} {text!r} has an empty entry; give comma-separated integers, e.g. 0,4")
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x != ""]
+        return [int(x) for x in items]
     except ValueError:
         raise UserError(f"{flag} takes comma-separated integers, e.g. 0,4 — got {text!r}") from None
 
 
 IN = "Input"
 CFG = "Layout parameters (DeepSpeed's arguments, and those of the newer kinds)"
+SWITCHES = "Layout switches (DeepSpeed's booleans)"
 OUT = "Output"
 
 
-def _cfg(name: str, example: str = "", default: str | None = None):
-    return typer.Option(help=PARAMS[name].help + example, show_default=default or defaults_text(name),
-                        rich_help_panel=CFG)
+# Short metavars, as in the README's usage lines (--seq N --block B): the help's options table
+# must show every flag name whole in 80 columns, and a type column as wide as <unidirectional|
+# bidirectional> leaves the names too little room.
+METAVARS = {INT: "N", INT_LIST: "LIST", OPT_INT_LIST: "LIST", STR: "MODE", BOOL: ""}
 
 
-@app.command(no_args_is_help=True)
+def _cfg(name: str, *names: str, example: str = "", default: str | None = None, metavar: str | None = None,
+         panel: str = CFG):
+    return typer.Option(*names, help=PARAMS[name].help + example, show_default=default or defaults_text(name),
+                        metavar=METAVARS[PARAMS[name].type] if metavar is None else metavar, rich_help_panel=panel)
+
+
+# A switch's --no- form is hidden and named in its help instead: Typer gives --x/--no-x a column
+# each, and two such names do not fit beside a help text in 80 columns. The switches have a panel
+# of their own, whose shorter names leave the help column room for the whole --no- name.
+def _switch(name: str):
+    return _cfg(name, PARAMS[name].flag, example=f"; off: --no-{PARAMS[name].flag[2:]}", panel=SWITCHES)
+
+
+def _switch_off(name: str):
+    return typer.Option(f"--no-{PARAMS[name].flag[2:]}", hidden=True)
+
+
+def _switched(on: bool | None, off: bool, name: str) -> bool | None:
+    if on and off:
+        flag = PARAMS[name].flag
+        raise typer.BadParameter(f"give {flag} or --no-{flag[2:]}, not both", param_hint=f"'{flag}'")
+    return False if off else on
+
+
+@app.command(cls=Command, no_args_is_help=True)
 def layout(
-    kind: Annotated[Optional[Mode], typer.Argument(help="Layout kind (or give --preset or --from).", show_default=False)] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="Bundled preset name or YAML path.", show_default="none: give a KIND", rich_help_panel=IN)] = None,
-    from_file: Annotated[Optional[Path], typer.Option("--from", help="Read the layout from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", show_default="none", rich_help_panel=IN)] = None,
-    vs: Annotated[Optional[str], typer.Option("--vs", help="Compare with B: a KIND (A's seq, heads and block), a preset (NAME.yaml or a path) or a layout file.", show_default="no comparison", rich_help_panel=IN)] = None,
-    seq: Annotated[Optional[int], typer.Option("--seq", "-s", help="Sequence length in tokens.", show_default=f"the preset's, else {DEFAULT_SEQ}", rich_help_panel=IN)] = None,
-    heads: Annotated[Optional[int], typer.Option("--heads", "-H", help="Attention heads (num_heads).", show_default=f"the preset's, else {DEFAULT_HEADS}", rich_help_panel=IN)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random.seed() before make_layout, for the random kinds.", show_default="the preset's seed, else 0", rich_help_panel=IN)] = None,
-    block: Annotated[Optional[int], _cfg("block", default="the preset's, else 16")] = None,
-    different_layout_per_head: Annotated[Optional[bool], _cfg("different_layout_per_head")] = None,
+    kind: Annotated[Optional[Mode], typer.Argument(metavar="KIND", help=f"Layout kind: {', '.join(KINDS)} (or give --preset or --from).", show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", metavar="NAME", help="Bundled preset name or YAML path.", show_default="none: give a KIND", rich_help_panel=IN)] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from", parser=path, metavar="FILE", help="Read the layout (and the attention mode it was saved with) from a .pt/.npy/.npz file of 0/1, (H, nb, nb) or (nb, nb); needs --block.", show_default="none", rich_help_panel=IN)] = None,
+    vs: Annotated[Optional[str], typer.Option("--vs", metavar="B", help="Compare with B: a KIND (A's seq, heads and block), a preset (NAME.yaml or a path) or a layout file.", show_default="no comparison", rich_help_panel=IN)] = None,
+    seq: Annotated[Optional[int], typer.Option("--seq", "-s", metavar="N", help="Sequence length in tokens.", show_default=f"the preset's, else {DEFAULT_SEQ}", rich_help_panel=IN)] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", "-H", metavar="H", help="Attention heads (num_heads).", show_default=f"the preset's, else {DEFAULT_HEADS}", rich_help_panel=IN)] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="S", help="random.seed() before make_layout, for the random kinds.", show_default="the preset's seed, else 0", rich_help_panel=IN)] = None,
+    block: Annotated[Optional[int], _cfg("block", default="the preset's, else 16", metavar="B")] = None,
+    different_layout_per_head: Annotated[Optional[bool], _switch("different_layout_per_head")] = None,
     num_local_blocks: Annotated[Optional[int], _cfg("num_local_blocks")] = None,
     num_global_blocks: Annotated[Optional[int], _cfg("num_global_blocks")] = None,
     attention: Annotated[Optional[Attention], _cfg("attention")] = None,
-    horizontal_global_attention: Annotated[Optional[bool], _cfg("horizontal_global_attention")] = None,
+    horizontal_global_attention: Annotated[Optional[bool], _switch("horizontal_global_attention")] = None,
     num_different_global_patterns: Annotated[Optional[int], _cfg("num_different_global_patterns")] = None,
     num_random_blocks: Annotated[Optional[int], _cfg("num_random_blocks")] = None,
     local_window_blocks: Annotated[Optional[str], _cfg("local_window_blocks", example=", e.g. 4,8")] = None,
@@ -69,16 +103,18 @@ def layout(
     num_sink_blocks: Annotated[Optional[int], _cfg("num_sink_blocks")] = None,
     stride: Annotated[Optional[int], _cfg("stride")] = None,
     document_lengths: Annotated[Optional[str], _cfg("document_lengths", example=", e.g. 1000,3096")] = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Write a heatmap PNG (with --vs: of the difference).", show_default="off", rich_help_panel=OUT)] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Path for --plot.", show_default="KIND_seqN_bB.png", rich_help_panel=OUT)] = None,
-    title: Annotated[Optional[str], typer.Option(help="Heatmap title.", show_default="KIND · seq · block · density", rich_help_panel=OUT)] = None,
-    head: Annotated[Optional[int], typer.Option(help="Show only this head.", show_default="every distinct head layout", rich_help_panel=OUT)] = None,
+    plot: Annotated[bool, typer.Option("--plot", metavar="", help="Write a heatmap PNG (with --vs: of the difference).", show_default="off", rich_help_panel=OUT)] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", parser=path, metavar="PNG", help="Path for --plot (a preset's PNG is named after the preset).", show_default="KIND_seqN_bB.png", rich_help_panel=OUT)] = None,
+    title: Annotated[Optional[str], typer.Option(metavar="TEXT", help="Heatmap title.", show_default="KIND · seq · block · density", rich_help_panel=OUT)] = None,
+    head: Annotated[Optional[int], typer.Option(metavar="I", help="Show only this head.", show_default="every distinct head layout", rich_help_panel=OUT)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.", rich_help_panel=OUT)] = Format.table,
-    save: Annotated[Optional[Path], typer.Option(help="Export the layout tensor (.pt or .npy).", show_default="no export", rich_help_panel=OUT)] = None,
-    cp: Annotated[Optional[int], typer.Option("--cp", help="Split the sequence over N ranks (context parallelism): each rank's blocks, work and K/V received.", show_default="no split", rich_help_panel=CP)] = None,
-    cp_strategy: Annotated[Optional[CpStrategy], typer.Option("--cp-strategy", help="How --cp splits the blocks.", show_default="balanced", rich_help_panel=CP)] = None,
-    head_dim: Annotated[Optional[int], typer.Option("--head-dim", help="Head dim of the K/V that --cp counts.", show_default="128", rich_help_panel=CP)] = None,
-    kv_heads: Annotated[Optional[int], typer.Option("--kv-heads", help="K/V heads that --cp counts (GQA: fewer than the layout's heads).", show_default="one per layout head", rich_help_panel=CP)] = None,
+    save: Annotated[Optional[Path], typer.Option(parser=path, metavar="FILE", help="Export the layout with its attention mode (.pt, .npz, or .npy with a .npy.json beside it).", show_default="no export", rich_help_panel=OUT)] = None,
+    cp: Annotated[Optional[int], typer.Option("--cp", metavar="N", help="Split the sequence over N ranks (context parallelism): each rank's blocks, work and K/V received.", show_default="no split", rich_help_panel=CP)] = None,
+    cp_strategy: Annotated[Optional[CpStrategy], typer.Option("--cp-strategy", metavar="HOW", help="How --cp splits the blocks: balanced, contiguous or zigzag.", show_default="balanced", rich_help_panel=CP)] = None,
+    head_dim: Annotated[Optional[int], typer.Option("--head-dim", metavar="D", help="Head dim of the K/V that --cp counts.", show_default="128", rich_help_panel=CP)] = None,
+    kv_heads: Annotated[Optional[int], typer.Option("--kv-heads", metavar="H", help="K/V heads that --cp counts (GQA: fewer than the layout's heads).", show_default="one per layout head", rich_help_panel=CP)] = None,
+    no_different_layout_per_head: Annotated[bool, _switch_off("different_layout_per_head")] = False,
+    no_horizontal_global_attention: Annotated[bool, _switch_off("horizontal_global_attention")] = False,
 ):
     """Build a block-sparse layout, report its density and cost, and draw it.
 
@@ -86,11 +122,13 @@ def layout(
     """
     given = {
         "block": block,
-        "different_layout_per_head": different_layout_per_head,
+        "different_layout_per_head": _switched(different_layout_per_head, no_different_layout_per_head,
+                                               "different_layout_per_head"),
         "num_local_blocks": num_local_blocks,
         "num_global_blocks": num_global_blocks,
         "attention": attention.value if attention is not None else None,
-        "horizontal_global_attention": horizontal_global_attention,
+        "horizontal_global_attention": _switched(horizontal_global_attention, no_horizontal_global_attention,
+                                                 "horizontal_global_attention"),
         "num_different_global_patterns": num_different_global_patterns,
         "num_random_blocks": num_random_blocks,
         "local_window_blocks": _ints(local_window_blocks, "--local-window-blocks"),
@@ -112,7 +150,7 @@ def layout(
     if save is not None and vs is not None:
         raise UserError("--save exports one layout; drop --vs (or save each side on its own)")
     if save is not None and save.suffix.lower() not in SAVE_SUFFIXES:
-        raise UserError(f"--save takes a .pt or .npy path, got {save}")
+        raise UserError(f"--save takes a .pt, .npy or .npz path, got {save}")
     cp_request = CpRequest.from_options(cp, cp_strategy, head_dim, kv_heads)
 
     if from_file is not None:
@@ -127,9 +165,11 @@ def layout(
     check_unused([p for p in (plan_a, plan_b) if p is not None], flags)
     if plot:
         _check_image_suffix(output or Path("x.png"))
+    from ..layouts.files import written_files
     from ..plumbing.output_files import check_no_clobber, check_writable
 
-    check_writable(save, "--save")  # before a long build, not after it
+    for path in written_files(save) if save is not None else ():  # before a long build, not after it
+        check_writable(path, "--save")
     check_writable(output, "-o")
     inputs = {"--from": from_file, "--preset": preset if preset and Path(preset).is_file() else None,
               "--vs": vs if vs and Path(vs).is_file() else None}
@@ -145,26 +185,25 @@ def layout(
     if plan_b is None:
         _one(a, plot, output, title, head, fmt, save, cp_request)
     else:
-        plan_b.seq_len = seq_a  # B is built at A's sequence length
+        plan_b.seq_len = seq_a  # B is built at A's sequence length ...
+        if plan_b.sources.get("num_heads") == AS_A and plan_a.spec is None:
+            plan_b.spec = plan_b.spec.override(a.layout.shape[0])  # ... and with the heads of A's file
         b = build(plan_b, layouts_alive=2)
         _versus(a, b, plot, output, title, head, fmt, cp_request)
 
 
 def _one(a, plot, output, title, head, fmt, save, cp=None):
-    from ..analysis.report import analyze, analyze_config, distinct_heads
+    from ..analysis.report import distinct_heads
     from .render import layout_preview
 
     groups = distinct_heads(a.layout)
-    if a.config is not None:
-        report = analyze_config(a.config, a.layout, groups)
-    else:
-        report = analyze(a.layout, a.block, a.label, groups=groups)
+    report = _report(a, groups)
     shown = [(head, [head])] if head is not None else groups
     seq = report.seq_len
     cp_view = cp.evaluate(a) if cp else None
     written = {}
     if save is not None:
-        written["layout"] = str(_save(a.layout, save))
+        written["layout"] = str(_save(a, save))
     if plot:
         from ..analysis.plot import layout_heatmap
 
@@ -173,8 +212,8 @@ def _one(a, plot, output, title, head, fmt, save, cp=None):
         written["plot"] = str(layout_heatmap(a.layout, shown, title, path, [cp_panel(cp_view)] if cp_view else ()))
 
     if fmt is Format.json:
-        doc = {"config": report.config or {"file": str(a.file), "block": a.block}, "seed": a.seed,
-               "sources": a.sources, "report": report.to_dict(), "files": written}
+        doc = {"config": _config_doc(a, report), "seed": a.seed, "sources": sources(a), "report": report.to_dict(),
+               "files": written}
         if cp_view:
             doc["context_parallel"] = cp_view.doc
         out_console.print_json(json.dumps(doc))
@@ -186,16 +225,15 @@ def _one(a, plot, output, title, head, fmt, save, cp=None):
     if cp_view:
         out_console.print(cp_table(cp_view.doc))
     for what, path in written.items():
-        err_console.print(f"wrote {what}: [bold]{path}[/]", highlight=False)
+        _wrote(what, path)
 
 
 def _versus(a, b, plot, output, title, head, fmt, cp=None):
-    from ..analysis.report import analyze, analyze_config, distinct_heads
+    from ..analysis.report import distinct_heads
     from .layout_view import difference, side_by_side
 
     if a.layout.shape[1:] != b.layout.shape[1:] or a.block != b.block:
-        raise UserError(f"A has {a.layout.shape[-1]} blocks of {a.block}, B {b.layout.shape[-1]} of {b.block}: "
-                        "compare layouts of one sequence length and block (set --block)")
+        _mismatch(a, b)
     ha, hb = a.layout.shape[0], b.layout.shape[0]
     if ha != hb:
         if 1 not in (ha, hb):
@@ -204,8 +242,7 @@ def _versus(a, b, plot, output, title, head, fmt, cp=None):
     reports, group_of = [], []
     for side in (a, b):
         groups = distinct_heads(side.layout)
-        reports.append(analyze_config(side.config, side.layout, groups) if side.config is not None
-                       else analyze(side.layout, side.block, side.label, groups=groups))
+        reports.append(_report(side, groups))
         group_of.append({h: first for first, members in groups for h in members})
     diff = difference(a.layout, b.layout)
     cp_views = [cp.evaluate(a), cp.evaluate(b)] if cp else []
@@ -223,8 +260,7 @@ def _versus(a, b, plot, output, title, head, fmt, cp=None):
         extra = [cp_panel(v, f"{side}: ") for side, v in zip("AB", cp_views)]
         written["plot"] = str(difference_heatmap(a.layout, b.layout, shown, ("A", "B"), title, path, extra))
     if fmt is Format.json:
-        doc = {side: {"config": r.config or {"file": str(s.file), "block": s.block}, "seed": s.seed,
-                      "sources": s.sources, "report": r.to_dict()}
+        doc = {side: {"config": _config_doc(s, r), "seed": s.seed, "sources": sources(s), "report": r.to_dict()}
                for side, s, r in (("a", a, reports[0]), ("b", b, reports[1]))}
         for side, v in zip("ab", cp_views):
             doc[side]["context_parallel"] = v.doc
@@ -234,13 +270,49 @@ def _versus(a, b, plot, output, title, head, fmt, cp=None):
     for side, v in zip("AB", cp_views):
         out_console.print(cp_table(v.doc, f"{side}: "))
     for what, path in written.items():
-        err_console.print(f"wrote {what}: [bold]{path}[/]", highlight=False)
+        _wrote(what, path)
+
+
+def _mismatch(a, b) -> None:
+    """A and B differ in block or length: name the flag that fixes it. B is built at A's length
+    and block, so only a file (which fixes its own length) can differ in length."""
+    nb_a, nb_b = a.layout.shape[-1], b.layout.shape[-1]
+    seq_a, seq_b = nb_a * a.block, nb_b * b.block
+    said = f"A has {nb_a} blocks of {a.block} ({seq_a} tokens), B {nb_b} of {b.block} ({seq_b} tokens)"
+    if a.block != b.block:
+        fix = "give both one block with --block"
+    elif a.file is not None and b.file is not None:
+        fix = "compare files of one length"
+    elif b.file is not None:
+        fix = f"set --seq {seq_b}, the length of {b.file.name}"
+    else:
+        fix = f"set --seq {seq_a}"
+    raise UserError(f"{said}: compare layouts of one sequence length and block; {fix}")
+
+
+def _report(side, groups):
+    from ..analysis.report import analyze, analyze_config
+
+    if side.config is not None:
+        return analyze_config(side.config, side.layout, groups)
+    return analyze(side.layout, side.block, side.label, side.attention, groups=groups)
+
+
+def _config_doc(side, report) -> dict:
+    return report.config or {"file": str(side.file), "block": side.block, "attention": side.attention}
+
+
+def _wrote(what: str, path) -> None:
+    """One line, never wrapped: a path split mid-name cannot be pasted back."""
+    err_console.print(f"wrote {what}: [bold]{escape(str(path))}[/]", highlight=False, soft_wrap=True)
 
 
 def _file_label(side) -> str:
+    """The default PNG's name: the file's or the preset's (two union presets must not share a
+    name), else the kind's."""
     if side.file is not None:
         return side.file.stem
-    return getattr(side.config, "kind", side.label)
+    return side.preset_name or getattr(side.config, "kind", side.label)
 
 
 def _check_image_suffix(path: Path) -> None:
@@ -251,24 +323,12 @@ def _check_image_suffix(path: Path) -> None:
         raise UserError(f"cannot write a plot to {path}: use one of {', '.join('.' + k for k in sorted(kinds))}")
 
 
-def _save(lay, path: Path) -> Path:
-    """Through a Python file object: numpy.save("x.NPY") would write x.NPY.npy, and torch.save(name)
-    reports a full disk as a bare C++ iostream error where a file object raises the OSError."""
-    from ..plumbing.output_files import write_atomic
+def _save(side, path: Path) -> Path:
+    """The layout with its attention mode, so that ``--from`` reads back the same report."""
+    from ..layouts.files import save_layout
 
-    if path.suffix.lower() == ".pt":
-        import torch
-
-        def write(f):
-            torch.save(lay, f)
+    if side.config is not None:
+        attention = "unidirectional" if side.config.unidirectional else "bidirectional"
     else:
-        import numpy as np
-
-        def write(f):
-            np.save(f, lay.numpy())
-
-    def to_file(tmp):
-        with open(tmp, "wb") as f:
-            write(f)
-
-    return write_atomic(path, to_file)
+        attention = side.attention
+    return save_layout(path, side.layout, attention)

@@ -14,6 +14,8 @@ from ..layouts.spec import CompositeSpec, SparsitySpec
 
 DEFAULT_SEQ, DEFAULT_HEADS, DEFAULT_SEED = 4096, 16, 0
 FLAG, PRESET, DEFAULT, JSON_DEFAULT, AS_A = "flag", "preset", "class default", "DeepSpeed JSON-parser default", "as A"
+FILE, FILE_SILENT = "file", "default (the file does not say)"
+FILE_FLAGS = ("block", "attention")  # what describes a layout read from a file
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Plan:
     unused: set = field(default_factory=set)  # flags this side does not take
     file: Path | None = None
     file_block: int | None = None
+    file_attention: str | None = None  # --attention over what the file records
     preset_name: str | None = None
 
     @property
@@ -48,6 +51,7 @@ class Side:
     sources: dict
     file: Path | None = None
     preset_name: str | None = None
+    attention: str | None = None  # a file's attention mode (a config knows its own)
 
 
 def plan_kind(mode: str, heads: int | None, seq: int | None, seed: int | None, flags: dict) -> Plan:
@@ -86,14 +90,15 @@ def plan_preset(ref: str, heads: int | None, seq: int | None, seed: int | None, 
 
 
 def plan_file(path: Path, heads: int | None, seed: int | None, flags: dict) -> Plan:
-    given = [f"--{k.replace('_', '-')}" for k in flags if k != "block"]
+    given = [f"--{k.replace('_', '-')}" for k in flags if k not in FILE_FLAGS]
     if heads is not None:
         given.append("--heads")
     if seed is not None:
         given.append("--seed")
     if given:
         raise UserError(f"{', '.join(given)} cannot change a layout read from a file; drop "
-                        f"{'it' if len(given) == 1 else 'them'} (--block and --seq describe the file)")
+                        f"{'it' if len(given) == 1 else 'them'} (--block, --seq and --attention describe the file)")
+    sources = {"block": FLAG}
     if "block" not in flags:
         from ..layouts.files import block_mask_block
 
@@ -101,7 +106,13 @@ def plan_file(path: Path, heads: int | None, seed: int | None, flags: dict) -> P
         if tile is None:
             raise UserError(f"--from {path} needs --block B: the file holds blocks, not tokens")
         flags = {**flags, "block": tile}
-    return Plan(path.name, None, None, None, {"block": FLAG}, set(), file=path, file_block=flags["block"])
+        sources = {"block": FILE}
+    if flags["block"] < 1:
+        raise UserError(f"--block must be a positive number of tokens, got {flags['block']}")
+    if "attention" in flags:
+        sources["attention"] = FLAG
+    return Plan(path.name, None, None, None, sources, set(), file=path, file_block=flags["block"],
+                file_attention=flags.get("attention"))
 
 
 def plan_vs(text: str, a: Plan, heads: int | None, seq: int | None, seed: int | None, flags: dict) -> Plan:
@@ -109,9 +120,12 @@ def plan_vs(text: str, a: Plan, heads: int | None, seq: int | None, seed: int | 
     a preset (a path ending in .yaml/.yml, or a bundled name that is not a kind) or a layout file."""
     from ..layouts.files import SUFFIXES
 
+    if not text:
+        raise UserError("--vs is empty; give a KIND, a preset (NAME or a YAML path) or a layout file")
     path = Path(text)
     if path.suffix.lower() in SUFFIXES:
-        plan = plan_file(path, None, None, {"block": flags.get("block", a.block)})
+        plan = plan_file(path, None, None, {"block": flags.get("block", a.block),
+                                            **{k: v for k, v in flags.items() if k == "attention"}})
         plan.sources["block"] = FLAG if "block" in flags else AS_A
         return plan
     if text in KINDS:  # A's heads, block and seed unless flags say otherwise
@@ -162,10 +176,14 @@ def build(plan: Plan, layouts_alive: int = 1) -> Side:
 
 
 def _read(plan: Plan) -> Side:
-    from ..layouts.files import load_layout
+    from ..layouts.files import read_layout_file
 
     try:
-        layout = load_layout(plan.file, plan.block)
+        got = read_layout_file(plan.file, plan.block)
     except ValueError as e:
         raise UserError(str(e)) from None
-    return Side(plan.label, layout, plan.block, None, None, plan.sources, file=plan.file)
+    sources = dict(plan.sources)
+    if plan.file_attention is None:
+        sources["attention"] = FILE if got.attention is not None else FILE_SILENT
+    attention = plan.file_attention or got.attention or "bidirectional"
+    return Side(plan.label, got.layout, plan.block, None, None, sources, file=plan.file, attention=attention)

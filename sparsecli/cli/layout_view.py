@@ -13,31 +13,41 @@ from .render import report_table
 SOURCE_STYLE = {"flag": "bold", "preset": "", "as A": "dim"}
 
 
-def config_table(side: Side) -> Table:
-    t = Table(title="configuration", show_header=False, title_justify="left", box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
-    t.add_column(style="dim")
+def config_rows(side: Side) -> list[tuple[str, str, str]]:
+    """(parameter, value, where the value came from) for every parameter that made the layout:
+    the report's configuration table and ``--format json``'s ``sources`` both read these."""
     if side.file is not None:
-        t.add_row("file", str(side.file), "")
-        t.add_row("block", str(side.block), side.sources.get("block", ""))
-        return t
+        return [("file", str(side.file), ""), ("block", str(side.block), side.sources.get("block", "")),
+                ("attention", str(side.attention), side.sources.get("attention", ""))]
     config = side.config
-    if side.preset_name:
-        t.add_row("preset", side.preset_name, "")
-    t.add_row("num_heads", str(config.num_heads), side.sources.get("num_heads", DEFAULT))
+    rows = [("preset", side.preset_name, "")] if side.preset_name else []
+    rows.append(("num_heads", str(config.num_heads), side.sources.get("num_heads", DEFAULT)))
     parts = getattr(config, "parts", None)
     if parts is not None:
-        t.add_row("block", str(config.block), side.sources.get("block", "preset"))
+        rows.append(("block", str(config.block), side.sources.get("block", "preset")))
         for i, part in enumerate(parts):
             values = {k: v for k, v in part.to_dict().items() if k not in ("num_heads", "block")}
-            t.add_row(f"{config.op} part {i + 1}", f"{part.label}: " + ", ".join(f"{k}={_value(v)}" for k, v in values.items()),
-                      "preset")
+            rows.append((f"{config.op} part {i + 1}",
+                         f"{part.label}: " + ", ".join(f"{k}={_value(v)}" for k, v in values.items()), "preset"))
     else:
-        for name, value in config.to_dict().items():
-            if name != "num_heads":
-                t.add_row(name, _value(value), side.sources.get(name, DEFAULT))
-    t.add_row("seed", str(side.seed), side.sources.get("seed", DEFAULT))
+        rows += [(name, _value(value), side.sources.get(name, DEFAULT))
+                 for name, value in config.to_dict().items() if name != "num_heads"]
+    rows.append(("seed", str(side.seed), side.sources.get("seed", DEFAULT)))
+    return rows
+
+
+def sources(side: Side) -> dict:
+    """Where each parameter's value came from, as the configuration table shows it."""
+    return {name: source for name, _, source in config_rows(side) if source}
+
+
+def config_table(side: Side) -> Table:
+    t = Table(title="configuration", show_header=False, title_justify="left", box=None, pad_edge=False)
+    t.add_column(style="bold", no_wrap=True)  # parameter names are identifiers: never cut ...
+    t.add_column(overflow="fold")  # ... and a narrow value folds rather than ends in "…"
+    t.add_column(style="dim")
+    for row in config_rows(side):
+        t.add_row(*row)
     return t
 
 

@@ -18,11 +18,25 @@ app.add_typer(presets_app, name="presets")
 
 
 @presets_app.callback()
-def list_presets(ctx: typer.Context):
+def presets(ctx: typer.Context):
     """List the bundled presets (use them as --preset NAME)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    t = Table("name", "mode", "block", "heads", "description", title="bundled presets", title_justify="left")
+    if ctx.invoked_subcommand is None:
+        _print_list()
+
+
+@presets_app.command("list", cls=LightCommand)
+def list_presets():
+    """List the bundled presets (the same as bare [bold]sparsecli presets[/])."""
+    _print_list()
+
+
+def _print_list() -> None:
+    # Names and numbers never wrap (a cut name cannot be pasted as --preset NAME); the description
+    # takes what COLUMNS leaves, and no outer edge leaves it room enough at 80 columns.
+    t = Table(title="bundled presets", title_justify="left", show_edge=False)
+    for name in ("name", "mode", "block", "heads"):
+        t.add_column(name, no_wrap=True)
+    t.add_column("description")
     for name in bundled_names():
         p = load_preset(name)
         t.add_row(name, p.sparsity.mode, str(p.sparsity.block), str(p.sparsity.num_heads), p.description)
@@ -40,6 +54,8 @@ def show(ctx: typer.Context):
     if len(ctx.args) != 1:
         raise UserError("presets show takes one NAME (a bundled preset or a YAML path), e.g. presets show bigbird")
     name = ctx.args[0]
+    if not name.strip():
+        raise UserError("presets show: NAME is empty; give a bundled preset or a YAML path, e.g. presets show bigbird")
     load_preset(name)
     _, _, data = read_preset_bytes(name)
     sys.stdout.flush()

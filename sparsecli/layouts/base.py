@@ -157,8 +157,8 @@ def check_global_ranges(starts, ends) -> None:
 def check_fits(count: int, nb: int, what: str, param: str) -> None:
     if nb < count:
         raise ValueError(
-            f"Number of {what} blocks, {count}, must be smaller than overall number of blocks in a row, {nb}! "
-            f"Lower {param} to at most {nb} or use a longer sequence / smaller block."
+            f"{param}={count}: {count} {what} blocks do not fit in a row of {nb} blocks; use at most {nb}, "
+            "or a longer sequence or a smaller block"
         )
 
 

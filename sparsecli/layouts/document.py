@@ -56,14 +56,17 @@ class DocumentSparsityConfig(SparsityConfig):
         notes = []
         n = self.straddling_blocks(seq_len)
         if n:
-            notes.append(f"{n} blocks straddle a document boundary: their tokens see across it unless the kernel "
+            blocks = "1 block straddles" if n == 1 else f"{n} blocks straddle"
+            notes.append(f"{blocks} a document boundary: their tokens see across it unless the kernel "
                          "also gets token-level segment ids")
         ends = [0]
         for length in self.document_lengths:
             ends.append(ends[-1] + length)
         inside = sum(1 for start in ends[:-1] if start < seq_len)  # documents that start in the sequence
         if ends[inside] > seq_len:
-            notes.append(f"document {inside - 1} is cut at the sequence end ({seq_len} tokens)")
+            cut = inside - 1
+            notes.append(f"document {cut} is cut at the sequence end: {seq_len - ends[cut]} of its "
+                         f"{self.document_lengths[cut]} tokens remain")
         if inside < len(self.document_lengths):
             notes.append(f"{len(self.document_lengths) - inside} document(s) start past the sequence end and are ignored")
         if ends[-1] < seq_len:

@@ -70,6 +70,8 @@ def bundled_names() -> list[str]:
 
 def read_preset_bytes(ref: str) -> tuple[str, str, bytes]:
     """Return (name, display path, raw bytes) for a file path or a bundled name (with or without .yaml)."""
+    if not ref.strip():  # Path("") is ".", which would read as "is a directory"
+        raise UserError("the preset name is empty; give a bundled preset name or a YAML path")
     path = Path(ref).expanduser()
     if path.is_dir():
         raise ConfigError(path, None, "is a directory; give a preset YAML file or a bundled preset name")
@@ -196,14 +198,15 @@ def _sparsity(path, data, key="sparsity", inherited=None) -> SparsitySpec | Comp
                               "remove it here")
     given = frozenset(data) - {"num_heads"}
     data = {**(inherited or {}), **data}
+    for name in data:  # before "num_heads: missing", which a misspelt num_head would otherwise cause
+        if name not in PARAMS and name != "num_heads":
+            raise ConfigError(path, f"{key}.{name}",
+                              f"unknown key{_did_you_mean(name, ['mode', 'num_heads', *COMPOSITIONS, *PARAMS])}")
     if "num_heads" not in data:
         raise ConfigError(path, f"{key}.num_heads", "missing; set it to the model's attention heads per layer")
     num_heads = _typed(path, f"{key}.num_heads", data.pop("num_heads"), INT)
     kind = KINDS[mode]
     for name in data:
-        if name not in PARAMS:
-            raise ConfigError(path, f"{key}.{name}",
-                              f"unknown key{_did_you_mean(name, ['mode', 'num_heads', *COMPOSITIONS, *PARAMS])}")
         if name not in kind.params:
             raise ConfigError(path, f"{key}.{name}", f"does not apply to mode '{mode}' (it is used by "
                               f"{', '.join(kinds_using(name))}); remove it")

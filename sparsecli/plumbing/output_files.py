@@ -47,6 +47,10 @@ def _unfit_target(path: Path) -> str | None:
     """Why ``path`` cannot become a file we write, or None: checked up front and at the write."""
     parent = _parent(path)
     if not parent.is_dir():
+        # The nearest existing ancestor says which: a file in the way, or a missing directory.
+        above = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if above is not None and not above.is_dir():
+            return f"{above} is a file, not a directory"
         return f"directory {parent} does not exist"
     if path.is_dir():
         return "is a directory; give a file name"

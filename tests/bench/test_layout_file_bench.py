@@ -13,6 +13,7 @@ from sparsecli.bench.runner import Runner, RunOptions
 from sparsecli.bench.timing import Timing
 from sparsecli.bench.worker import plan_of
 from sparsecli.cli import app
+from sparsecli.layouts.files import load_layout
 
 from .test_cli_bench import via_main
 
@@ -39,7 +40,7 @@ def test_dry_run_plans_the_files_layout(saved):
                             "--providers", "sparse,sdpa-flash", "--head-dim", "16"])
     assert r.exit_code == 0, r.output
     planned = json.loads(r.stdout)["planned"]
-    layout = torch.load(saved)
+    layout = load_layout(saved)
     assert [p["case_id"] for p in planned] == ["mine/fwd/S256-B256-H2-D16-bf16/sparse",
                                                "mine/fwd/S256-B256-H2-D16-bf16/sdpa-flash"]
     assert planned[0]["density"] == pytest.approx(float(layout.float().mean())) and planned[0]["block"] == 32
@@ -50,20 +51,20 @@ def test_rows_are_checked_against_the_files_layout(saved):
                                                              providers=("sparse", "naive", "sdpa-flash")))
     rows = Runner(plan, RunOptions(device="cpu", timer=fixed_timer)).run()
     assert [r["status"] for r in rows] == ["ok"] * 3 and all(r["check"] == "passed" for r in rows[:2])
-    assert rows[0]["max_rel_err"] < 1e-6 and rows[0]["density"] == pytest.approx(float(torch.load(saved).float().mean()))
+    assert rows[0]["max_rel_err"] < 1e-6 and rows[0]["density"] == pytest.approx(float(load_layout(saved).float().mean()))
 
 
 def test_the_fingerprint_follows_the_files_content(saved, tmp_path):
     first = layout_file_preset(saved, 32)
-    layout = torch.load(saved)
+    layout = load_layout(saved)
     layout[0, 0, -1] = 1 - layout[0, 0, -1]
     other = tmp_path / "mine.npy"
     np.save(other, layout.numpy())
     assert layout_fingerprint(layout_file_preset(other, 32)) != layout_fingerprint(first)
-    np.save(other, torch.load(saved).numpy())  # the same layout in another format: the same entry
+    np.save(other, load_layout(saved).numpy())  # the same layout in another format: the same entry
     assert layout_fingerprint(layout_file_preset(other, 32)) == layout_fingerprint(first)
-    assert torch.equal(build_layout(first, 256), torch.load(saved))
-    assert layout_figures(build_layout(first, 256), 32, False).nnz_blocks == int(torch.load(saved).sum())
+    assert torch.equal(build_layout(first, 256), load_layout(saved))
+    assert layout_figures(build_layout(first, 256), 32, False).nnz_blocks == int(load_layout(saved).sum())
 
 
 def test_workers_rebuild_the_same_plan(saved):

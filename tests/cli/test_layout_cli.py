@@ -48,7 +48,8 @@ def test_preset_with_overrides_and_save(tmp_path):
     assert arr.shape == (16, 32, 32)
     res = runner.invoke(app, ["layout", "--preset", "bigbird", "--seq", "2048", "--num-random-blocks", "1", "--save", str(pt)])
     assert res.exit_code == 0
-    assert torch.equal(torch.load(pt), torch.from_numpy(arr))  # same seed, same layout
+    saved = torch.load(pt)  # the layout with its attention mode
+    assert torch.equal(saved["layout"], torch.from_numpy(arr)) and saved["attention"] == "bidirectional"
 
 
 def test_head_option_and_sliding_window(tmp_path):
@@ -75,7 +76,7 @@ def test_presets_list_and_show():
         (["layout", "bigbird", "--num-local-blocks", "4"], "does not apply", 1),
         (["layout", "--preset", "nope"], "no such file", 1),
         (["layout", "bigbird", "--plot", "-o", "/nonexistent/dir/x.png"], "directory /nonexistent/dir does not exist", 1),
-        (["layout", "bigbird", "--save", "x.csv"], ".pt or .npy", 1),
+        (["layout", "bigbird", "--save", "x.csv"], ".pt, .npy or .npz", 1),
         (["layout", "variable", "--local-window-blocks", "4,x"], "comma-separated", 1),
         (["presets", "show", "nope"], "no such file", 1),
         (["layout", "dense", "--seq", "16777216"], "GiB", 1),

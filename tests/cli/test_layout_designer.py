@@ -76,7 +76,7 @@ def test_bundled_presets_of_the_newer_kinds(name):
         (["layout", "streaming", "--stride", "2"], "--stride does not apply to streaming layouts (it is used by dilated)"),
         (["layout", "--preset", "streaming_random", "--num-sink-blocks", "2"], "edit the file"),
         (["layout", "streaming", "--from", "x.pt", "--block", "16"], "give one layout"),
-        (["layout", "streaming", "--save", "x.png", "--plot", "-o", "x.png"], "--save takes a .pt or .npy path"),
+        (["layout", "streaming", "--save", "x.png", "--plot", "-o", "x.png"], "--save takes a .pt, .npy or .npz path"),
         (["layout", "streaming", "--save", "x.npy", "--plot", "-o", "x.npy"], "cannot write a plot to x.npy"),
     ],
 )
@@ -99,7 +99,7 @@ def test_from_round_trips_a_saved_layout(tmp_path, suffix):
                "--save", str(saved), "-o", str(png_a), *common[:-2]])
     b = _json(["layout", "--from", str(saved), "--block", "16", "-o", str(png_b), *common[:-2]])
     ra, rb = a["report"], b["report"]
-    assert rb["kind"] == saved.name and rb["config"] is None and b["config"] == {"file": str(saved), "block": 16}
+    assert rb["kind"] == saved.name and rb["config"] is None and b["config"] == {"file": str(saved), "block": 16, "attention": "bidirectional"}
     for key in ("kind", "config", "attention", "unidirectional", "future_blocks", "notes"):
         ra.pop(key), rb.pop(key)
     assert ra == rb
@@ -171,7 +171,8 @@ def test_vs_a_preset_and_a_file(tmp_path):
     doc = _json(["layout", "--preset", "streaming", "--vs", str(saved)])
     assert doc["difference"]["only_a"] == doc["difference"]["only_b"] == 0
     _error(["layout", "--preset", "streaming", "--vs", "causal_sliding_window.yaml"],
-           "A has 128 blocks of 64, B 64 of 128: compare layouts of one sequence length and block")
+           "A has 128 blocks of 64 (8192 tokens), B 64 of 128 (8192 tokens): compare layouts of one sequence length "
+           "and block; give both one block with --block")
     doc = _json(["layout", "--preset", "streaming", "--vs", "causal_sliding_window.yaml", "--block", "64",
                  "--heads", "16"])
     assert doc["b"]["report"]["block"] == 64 and doc["b"]["report"]["seq_len"] == 8192  # A's sequence

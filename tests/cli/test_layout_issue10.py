@@ -70,7 +70,7 @@ def test_save_writes_exactly_the_path_it_reports(tmp_path):
     target = tmp_path / "x.NPY"
     res = runner.invoke(app, ["layout", "fixed", "--seq", "512", "--save", str(target)])
     assert res.exit_code == 0, res.output
-    assert [p.name for p in tmp_path.iterdir()] == ["x.NPY"]  # numpy.save(name) wrote x.NPY.npy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.NPY", "x.NPY.json"]  # numpy.save(name) wrote x.NPY.npy
     assert f"wrote layout: {target}" in res.output.replace("\n", "")
     assert np.load(target).shape == (16, 32, 32)
 
@@ -158,7 +158,7 @@ def test_the_report_echoes_every_parameter_and_where_it_came_from(tmp_path):
     assert doc["config"] == {"mode": "bigbird", "num_heads": 16, "block": 64, "different_layout_per_head": False,
                              "num_random_blocks": 1, "num_sliding_window_blocks": 3, "num_global_blocks": 1,
                              "attention": "bidirectional"}
-    assert doc["sources"]["block"] == "flag" and "num_random_blocks" not in doc["sources"]
+    assert doc["sources"]["block"] == "flag" and doc["sources"]["num_random_blocks"] == "class default"
     path = tmp_path / "bb.yaml"
     path.write_text("sparsity:\n  mode: bigbird\n  num_heads: 16\n  block: 64\n")
     res = runner.invoke(app, ["layout", "--preset", str(path), "--seq", "2048"], env={"COLUMNS": "200"})

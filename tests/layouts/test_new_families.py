@@ -83,7 +83,7 @@ def test_straddling_blocks_are_counted_from_tokens():
 def test_document_notes_say_what_was_cut_ignored_or_added():
     config = DocumentSparsityConfig(1, 16, (100, 200, 50))
     notes = config.layout_notes(160)
-    assert "document 1 is cut at the sequence end (160 tokens)" in notes
+    assert "document 1 is cut at the sequence end: 60 of its 200 tokens remain" in notes
     assert "1 document(s) start past the sequence end and are ignored" in notes
     assert "tokens 350..399 form one more document (50 tokens)" in config.layout_notes(400)
     assert config.layout_notes(352) == ["3 blocks straddle a document boundary: their tokens see across it unless "
