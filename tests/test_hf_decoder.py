@@ -316,3 +316,19 @@ def test_registration_errors():
         register_attention("sparse-x", torch.ones(4, 4), block=16, max_seq_length=128)
     with pytest.raises(ValueError, match="must be a SparsityConfig"):
         register_attention("sparse-x", 3.5)
+
+
+def test_training_keeps_one_output_copy():
+    """The backward saves the (B, S, H, D) output the model's projection reads, not a second copy."""
+    sparse = register_attention("sparse-saved", window(), max_seq_length=MAX_LEN)
+    attn = tiny_decoder("llama").model.layers[0].self_attn
+    q = torch.randn(2, 40, HEADS, 16).transpose(1, 2).requires_grad_()  # HF's layouts: views of (B, S, H, D)
+    k, v = (torch.randn(2, 40, 2, 16).transpose(1, 2).requires_grad_() for _ in range(2))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out, _ = sparse.attention(attn, q, k, v, None)
+    assert out.shape == (2, 40, HEADS, 16) and out.is_contiguous()
+    same_size = [t for t in saved if t.numel() == out.numel()]
+    assert len(same_size) == 2 and any(t.data_ptr() == out.data_ptr() for t in same_size)  # q and out itself
+    out.sum().backward()
+    assert q.grad.shape == q.shape and k.grad.abs().sum() > 0

@@ -15,7 +15,8 @@ the model on the masked reference (``model_attention.register_masked``; dense ca
 the ``sdpa`` row): the prefill logits, decode steps through a static cache (eager, then CUDA-graph
 replays) at the input's last positions. A row passes when its relative error is at most twice
 the bf16 reference's own (the same reference run in bf16) plus 0.002; a row that fails is not timed
-and says why. Bounds: the step's FLOPs (dense / sparse, linear layers included) and a decode
+and says why. ``dense_vs_layout_rel_gap`` (the two float32 references apart) says how much larger
+than the tolerance a wrong attention pattern's error would be. Bounds: the step's FLOPs (dense / sparse, linear layers included) and a decode
 step's bytes (weights plus the keys and values read) give the speedup the layout allows.
 """
 from __future__ import annotations
@@ -180,10 +181,12 @@ def _check_all(bench, model, impl, base, on_row) -> dict:
         scale = _rel(model(ids).logits.float(), want["layout"])  # bf16's own error on this input
     del ref32
     tol = 2 * scale + 2e-3
+    gap = _rel(want["dense"], want["layout"])  # how far apart the two patterns are: what a check can tell
     rows = {}
     for p in bench.providers:
         row = {**base, "case_id": f"{bench.model}/check/S{bench.check_len}/{p}", "kind": "check", "provider": p,
-               "seq_len": bench.check_len, "batch": 1, "tolerance": tol, "bf16_reference_rel_err": scale}
+               "seq_len": bench.check_len, "batch": 1, "tolerance": tol, "bf16_reference_rel_err": scale,
+               "dense_vs_layout_rel_gap": gap}
         ref = want["dense" if p == "sdpa" else "layout"]
         try:
             model.set_attn_implementation(impl[p])

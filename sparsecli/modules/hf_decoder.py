@@ -229,11 +229,10 @@ class SparseAttention:
             k, v, keys = k[:, :, :end], v[:, :, :end], keys[:, 0, 0, :end] == 1
             Sk = end
         out = self._host_path(lay, q, k, v, keys, causal, scaling, Sq, Sk)
-        return out.transpose(1, 2).contiguous(), None
+        return out.contiguous(), None
 
     def _host_path(self, lay, q, k, v, keep, causal, scaling, Sq, Sk):
-        from sparsecli.kernels import blocksparse_attention
-
+        """(B, Sq, Hq, D): the exact crop of the layout, queries padded to a block row when unaligned."""
         if Sk > lay.max_len:
             raise ValueError(f"{self.name}: {Sk} keys is longer than the layout's {lay.max_len} tokens "
                              f"(built for max_seq_length={lay.max_len}); register a longer layout")
@@ -247,9 +246,8 @@ class SparseAttention:
             q = torch.nn.functional.pad(q, (0, 0, pad, 0))
         r0 = (offset - pad) // block
         rows, cols = -(-(Sq + pad) // block), -(-Sk // block)
-        out = blocksparse_attention(q, k, v, lay.crop(r0, rows, cols), block, causal=causal, sm_scale=scaling,
-                                    key_padding_mask=keep, key_padding_mask_mode="mul")
-        return out[:, :, pad:] if pad else out
+        out = _attention_bshd(q, k, v, lay.crop(r0, rows, cols), block, causal, scaling, keep)
+        return out[:, pad:] if pad else out
 
     def _decode_tables(self, lay: LayerLayout, device, causal: bool) -> _DecodeTables:
         key = (str(device), causal)
@@ -290,6 +288,49 @@ class SparseAttention:
                                     vg.reshape(B * Hq, 1, m * block, D), t.ones, block, sm_scale=scaling,
                                     key_padding_mask=keep.reshape(B * Hq, m * block), key_padding_mask_mode="mul")
         return out.reshape(B, Hq, 1, D)
+
+
+class _AttentionBSHD(torch.autograd.Function):
+    """``blocksparse_attention`` with its output as (B, Sq, H, D), the layout the model's output
+    projection reads. The backward keeps that tensor, which the projection keeps anyway, instead of
+    a (B, H, Sq, D) copy of its own: one saved output per layer, as with SDPA (at 64k tokens the
+    copy cost 2 GiB of peak memory over 8 layers)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, args):
+        from sparsecli.kernels._attn_call import run_forward
+
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        out, lse, plan = run_forward(args, q, k, v)
+        out = out.transpose(1, 2).contiguous()
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.args, ctx.plan = args, plan
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        from sparsecli.kernels._attn_call import run_backward
+
+        q, k, v, out, lse = ctx.saved_tensors
+        heads_major = (lambda t: t.transpose(1, 2).contiguous())  # noqa: E731
+        dq, dk, dv = run_backward(ctx.args, ctx.plan, q, k, v, heads_major(out), lse, heads_major(dout), None)
+        return dq, dk, dv, None
+
+
+def _attention_bshd(q, k, v, layout, block, causal, scaling, keep):
+    """(B, Sq, H, D) attention of (B, H, S, D) inputs; the saving autograd path when gradients flow
+    (eager), ``blocksparse_attention`` otherwise (inference, and compiled graphs: its custom op)."""
+    from sparsecli.kernels import blocksparse_attention
+
+    grads = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if not grads or torch.compiler.is_compiling():
+        out = blocksparse_attention(q, k, v, layout, block, causal=causal, sm_scale=scaling, key_padding_mask=keep,
+                                    key_padding_mask_mode="mul")
+        return out.transpose(1, 2)
+    from sparsecli.kernels._attn_checks import check_args
+
+    args = check_args(q, k, v, layout, block, causal, scaling, keep, "mul", None, "mul", None, None)
+    return _AttentionBSHD.apply(q, k, v, args)
 
 
 def _build_decode_tables(lay: LayerLayout, device, causal: bool) -> _DecodeTables:
