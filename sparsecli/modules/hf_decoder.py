@@ -298,7 +298,7 @@ class _AttentionBSHD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, args):
-        from sparsecli.kernels._attn_call import run_forward
+        from sparsecli.kernels.fused.call import run_forward
 
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out, lse, plan = run_forward(args, q, k, v)
@@ -309,7 +309,7 @@ class _AttentionBSHD(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        from sparsecli.kernels._attn_call import run_backward
+        from sparsecli.kernels.fused.call import run_backward
 
         q, k, v, out, lse = ctx.saved_tensors
         heads_major = (lambda t: t.transpose(1, 2).contiguous())  # noqa: E731
@@ -327,7 +327,7 @@ def _attention_bshd(q, k, v, layout, block, causal, scaling, keep):
         out = blocksparse_attention(q, k, v, layout, block, causal=causal, sm_scale=scaling, key_padding_mask=keep,
                                     key_padding_mask_mode="mul")
         return out.transpose(1, 2)
-    from sparsecli.kernels._attn_checks import check_args
+    from sparsecli.kernels.fused.args import check_args
 
     args = check_args(q, k, v, layout, block, causal, scaling, keep, "mul", None, "mul", None, None)
     return _AttentionBSHD.apply(q, k, v, args)
