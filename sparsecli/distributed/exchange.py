@@ -48,6 +48,21 @@ class Pending:
         return self._done
 
 
+def pack(send: list[list[torch.Tensor]], device: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """(one uint8 send buffer, bytes per destination) of ``send[dst]`` (tensors per peer)."""
+    pieces, sizes = [], []
+    for tensors in send:
+        size = 0
+        for t in tensors:
+            n = t.numel() * t.element_size()
+            pieces.append(t.contiguous().view(-1).view(torch.uint8))
+            if _padded(n) != n:
+                pieces.append(torch.zeros(_padded(n) - n, dtype=torch.uint8, device=device))
+            size += _padded(n)
+        sizes.append(size)
+    return (torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.uint8, device=device)), sizes
+
+
 def start(send: list[list[torch.Tensor]], recv_specs: list[list[tuple[tuple, torch.dtype]]], *, group,
           device: torch.device, active: bool, overlap: bool = True) -> Pending:
     """Send ``send[dst]`` (tensors) to every rank ``dst`` and receive ``recv_specs[src]``
@@ -58,18 +73,8 @@ def start(send: list[list[torch.Tensor]], recv_specs: list[list[tuple[tuple, tor
         return Pending(None, torch.empty(0, dtype=torch.uint8, device=device), recv_specs)
     import torch.distributed as dist
 
-    pieces, send_sizes = [], []
-    for tensors in send:
-        size = 0
-        for t in tensors:
-            n = t.numel() * t.element_size()
-            pieces.append(t.contiguous().view(-1).view(torch.uint8))
-            if _padded(n) != n:
-                pieces.append(torch.zeros(_padded(n) - n, dtype=torch.uint8, device=device))
-            size += _padded(n)
-        send_sizes.append(size)
+    buf, send_sizes = pack(send, device)
     recv_sizes = [sum(_padded(_nbytes(s, d)) for s, d in specs) for specs in recv_specs]
-    buf = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.uint8, device=device)
     recv = torch.empty(sum(recv_sizes), dtype=torch.uint8, device=device)
     work = dist.all_to_all_single(recv, buf, recv_sizes, send_sizes, group=group, async_op=overlap)
     pending = Pending(work, recv, recv_specs, buf)
