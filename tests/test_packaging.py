@@ -1,4 +1,4 @@
-"""The wheel maps kernels/ and presets/ into sparsecli and ships exactly the sources and presets."""
+"""The wheel maps kernels/ and presets/ into sparsecli and ships exactly the sources, presets and model configs."""
 import shutil
 import subprocess
 import sys
@@ -18,7 +18,7 @@ def _copy_sources(dest: Path) -> set[str]:
     for src, installed in MAPPED.items():
         shutil.copytree(ROOT / src, dest / src, ignore=skip)
         for f in (dest / src).rglob("*"):
-            if f.suffix in (".py", ".yaml"):
+            if f.suffix in (".py", ".yaml", ".json"):
                 expected.add(f"{installed}/{f.relative_to(dest / src).as_posix()}")
     return expected
 
@@ -30,7 +30,7 @@ def test_built_wheel_layout_and_bundled_presets(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path), str(src)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("sparsecli-*.whl"))
-    names = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith((".py", ".yaml"))}
+    names = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith((".py", ".yaml", ".json"))}
     assert names == expected  # nothing missing, nothing stale, no top-level kernels/ or presets/
 
     target = tmp_path / "site"

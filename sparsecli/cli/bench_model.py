@@ -21,8 +21,8 @@ def bench_model(model, presets, seq, batch, providers, context, decode_batch, fm
         raise UserError(f"{'/'.join(given)} do not apply to --model (it times a model on one --preset layout)")
     if presets and len(presets) > 1:
         raise UserError("--model takes one --preset: the layout every attention layer runs")
-    if fmt not in (Format.table, Format.json):
-        raise UserError("--model prints a table or --format json")
+    if fmt is Format.csv:
+        raise UserError("--model prints a table, --format json or --format markdown")
     check_writable(output, "-o")
     bench = mb.plan(model, presets[0] if presets else None, _items(seq, "--seq", int) or DEFAULT_SEQS,
                     batch or 1, context or DEFAULT_CONTEXT, decode_batch or DEFAULT_DECODE_BATCH,
@@ -52,5 +52,7 @@ def bench_model(model, presets, seq, batch, providers, context, decode_batch, fm
         err_console.print(f"wrote {output}", highlight=False)
     if fmt is Format.json:
         out_console.file.write(text)
+    elif fmt is Format.markdown:
+        out_console.file.write(mb.results_markdown(doc))
     else:
         out_console.print(mb.results_table(doc))

@@ -91,7 +91,7 @@ def register_attention(name: str, layout, *, block: int | None = None, max_seq_l
     return sparse
 
 
-@dataclass(frozen=False)
+@dataclass(eq=False)
 class LayerLayout:
     """One layer's layout as it runs: (Hl, nb, nb) CPU bool, its block, the longest key length,
     and whether its diagonal blocks came from a causal BlockMask (then only causal modules may use it)."""
@@ -189,6 +189,8 @@ class SparseAttention:
             pad = pad[:, :kv_length]
             device = pad.device
         static = isinstance(q_offset, torch.Tensor) or q_offset + q_length != kv_length
+        if device is None:
+            device = q_offset.device if isinstance(q_offset, torch.Tensor) else "cpu"
         if not static:
             if pad is None or (not torch.compiler.is_compiling() and bool(pad.all())):
                 return None
