@@ -26,6 +26,7 @@ BLOCK, MAX_LEN, HEADS, PROMPT = 16, 256, 4, 70
 def checkpointing(model):
     """Gradient checkpointing on (renamed activation checkpointing in transformers 5.24)."""
     (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    assert model.is_gradient_checkpointing
 
 
 def window():

@@ -229,6 +229,7 @@ class SparseAttention:
             self._decode_tables(lay, q.device, causal)  # ready for compiled decode steps to come
             end = int((keys[0, 0, 0] >= 0).sum())
             k, v, keys = k[:, :, :end], v[:, :, :end], keys[:, 0, 0, :end] == 1
+            keys = None if bool(keys.all()) else keys  # no padding: the kernels without a key mask
             Sk = end
         out = self._host_path(lay, q, k, v, keys, causal, scaling, Sq, Sk)
         return out.contiguous(), None
