@@ -58,14 +58,9 @@ class RankRun:
     overlap: bool
 
 
-def _tokens(positions: torch.Tensor, block: int, device) -> torch.Tensor:
-    """Token indices within a shard of the given block positions."""
-    return (positions.to(device)[:, None] * block + torch.arange(block, device=device)).flatten()
-
-
-def _take(x: torch.Tensor, positions: torch.Tensor, block: int) -> torch.Tensor:
-    """The tokens of those block positions of a (B, H, S, ...) shard, in that order."""
-    return x.index_select(2, _tokens(positions, block, x.device))
+def _take(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Those tokens of a (B, H, S, ...) shard, in that order."""
+    return x.index_select(2, tokens)
 
 
 def _pieces(x: torch.Tensor | None, counts: list[int], block: int, empty) -> list[torch.Tensor]:
@@ -108,7 +103,8 @@ def forward_steps(run: RankRun, q, k, v, build: bool):
     Hkv = k.shape[1]
     st = RankState(run, build)
     g = st.graph
-    send = [[_take(k, p.send_kv[d], b), _take(v, p.send_kv[d], b), _take(q, p.lend_q[d], b)] for d in range(N)]
+    send_tok, lend_tok = p.token_index(b, q.device)
+    send = [[_take(k, send_tok[d]), _take(v, send_tok[d]), _take(q, lend_tok[d])] for d in range(N)]
     specs = [[((B, Hkv, c * b, D), k.dtype)] * 2 + [((B, Hq, n * b, D), q.dtype)]
              for c, n in zip(p.fetch_from, p.borrow_from)]
     pending = yield send, specs, plan.kv_traffic or plan.spread_traffic
@@ -140,7 +136,7 @@ def forward_steps(run: RankRun, q, k, v, build: bool):
         out, lse = torch.zeros(B, Hq, 0, D, device=q.device), torch.zeros(B, Hq, 0, device=q.device)
     for s, (o_s, lse_s) in enumerate(pending.wait()):
         if len(p.lend_q[s]):
-            rows = _tokens(p.lend_q[s], b, q.device)
+            rows = lend_tok[s]
             out, lse = fold_rows(out, lse, o_s, lse_s, rows)
             st.lent.append((s, rows, o_s, lse_s))
     st.out, st.lse = out, lse
@@ -201,13 +197,13 @@ def backward_steps(st: RankState, dout, dlse):
         dq += dq_l
         dk += dk_l
         dv += dv_l
+    send_tok, lend_tok = p.token_index(b, q.device)
     for s, (dk_s, dv_s, dq_s) in enumerate(pending.wait()):
         if len(p.send_kv[s]):
-            rows = _tokens(p.send_kv[s], b, q.device)
-            dk.index_add_(2, rows, dk_s.float())
-            dv.index_add_(2, rows, dv_s.float())
+            dk.index_add_(2, send_tok[s], dk_s.float())
+            dv.index_add_(2, send_tok[s], dv_s.float())
         if len(p.lend_q[s]):
-            dq.index_add_(2, _tokens(p.lend_q[s], b, q.device), dq_s.float())
+            dq.index_add_(2, lend_tok[s], dq_s.float())
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(k.dtype)
 
 

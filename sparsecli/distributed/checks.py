@@ -4,8 +4,9 @@ A bad argument is often bad on one rank only (a shard cut for another rank, a te
 the wrong GPU). If that rank raised alone, the others would wait in the all-to-all forever. So
 each rank encodes what it was given (plan identity, shapes, dtypes, devices) as a row of
 integers, the rows are all-gathered (one tiny collective every rank reaches, because nothing
-raises before it), and every rank runs the same checks over every row: all ranks raise the
-same ValueError, naming the rank and the values, or none does.
+raises before it; on GPUs through a gloo twin of the group, so it never waits on the GPU), and
+every rank runs the same checks over every row: all ranks raise the same ValueError, naming
+the rank and the values, or none does.
 """
 from __future__ import annotations
 
@@ -150,6 +151,28 @@ def _check_rank(prefix: str, r: int, row: list[int], plan: ContextParallelPlan) 
         raise ValueError(f"{prefix}the GPU kernels take head dims that are multiples of 8 up to 256, got {D}")
 
 
+_CPU_TWINS: dict = {}  # process group -> a gloo group of the same ranks
+
+
+def _rows_group(group, device: torch.device):
+    """(group, device) the argument rows are gathered through. On a GPU group, a gloo twin of it
+    (made on first use by its members alone): reading a gathered GPU tensor would wait for every
+    kernel queued before it, a stall per attention call; on the twin the check is CPU work."""
+    import torch.distributed as dist
+
+    if device.type != "cuda":
+        return group, torch.device("cpu")
+    key = group if group is not None else dist.group.WORLD
+    if key not in _CPU_TWINS:
+        try:
+            _CPU_TWINS[key] = dist.new_group(dist.get_process_group_ranks(key), backend="gloo",
+                                             use_local_synchronization=True)
+        except (RuntimeError, ValueError):  # no gloo in this build: gather on the GPU group itself
+            _CPU_TWINS[key] = None
+    twin = _CPU_TWINS[key]
+    return (group, torch.device("cuda", torch.cuda.current_device())) if twin is None else (twin, torch.device("cpu"))
+
+
 def check_call(q, k, v, plan, sm_scale, group) -> tuple[int, int, torch.device]:
     """(rank, world size, device) once every rank's arguments are known to be good; otherwise the
     same ValueError on every rank."""
@@ -166,9 +189,9 @@ def check_call(q, k, v, plan, sm_scale, group) -> tuple[int, int, torch.device]:
     if size == 1:
         rows = [row.tolist()]
     else:
-        comm_device = torch.device("cuda", torch.cuda.current_device()) if device.type == "cuda" else torch.device("cpu")
+        check_group, comm_device = _rows_group(group, device)
         gathered = [torch.empty_like(row, device=comm_device) for _ in range(size)]
-        dist.all_gather(gathered, row.to(comm_device), group=group)
+        dist.all_gather(gathered, row.to(comm_device), group=check_group)
         rows = torch.stack(gathered).tolist()
     check_rows(rows, plan if isinstance(plan, ContextParallelPlan) else None)
     return rank, size, device

@@ -9,8 +9,6 @@ copied, so no rank reads another's memory.
 """
 from __future__ import annotations
 
-import torch
-
 from .attention import RankRun, backward_steps, forward_steps
 from .plan import ContextParallelPlan
 

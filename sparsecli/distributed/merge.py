@@ -26,14 +26,15 @@ def _weights(lse_x: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
 
 
 def fold(out: torch.Tensor | None, lse: torch.Tensor | None, o_x: torch.Tensor, lse_x: torch.Tensor):
-    """``(out, lse)`` with one more part folded in (``out`` fp32 ``(..., S, D)``, ``lse`` fp32
-    ``(..., S)``); ``out is None`` starts from the part alone."""
-    o_x, lse_x = o_x.float(), lse_x.float()
+    """``(out, lse)`` with one more part folded in (``out`` fp32 ``(..., S, D)``, updated in place,
+    ``lse`` fp32 ``(..., S)``); ``out is None`` starts from a copy of the part alone."""
+    lse_x = lse_x.float()
     if out is None:
-        return o_x.clone(), lse_x.clone()
+        return o_x.to(torch.float32, copy=True), lse_x.clone()
     new = torch.logaddexp(lse, lse_x)  # -inf only where both are
     a, b = _weights(lse, new), _weights(lse_x, new)
-    return out * a[..., None] + o_x * b[..., None], new
+    # In place on the accumulator (``out`` is always the merge's own): two passes over it.
+    return out.mul_(a[..., None]).addcmul_(o_x, b[..., None]), new
 
 
 def fold_rows(out: torch.Tensor, lse: torch.Tensor, o_x: torch.Tensor, lse_x: torch.Tensor, rows: torch.Tensor):

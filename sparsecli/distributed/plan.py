@@ -77,6 +77,19 @@ class RankProblem:
         self.fetch_from = torch.bincount(owner[fetched], minlength=world_size).tolist()
         self.borrow_from = torch.bincount(owner[borrowed], minlength=world_size).tolist()
         self._head_repeat = head_repeat
+        self._token_index = {}
+
+    def token_index(self, block: int, device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``send_kv`` and ``lend_q`` as token indices within the shard, on ``device``, made once
+        per device: made per call, each would be a host-to-device copy, which waits for the
+        GPU's queue to drain (a pipeline stall per index)."""
+        key = (str(device), block)
+        if key not in self._token_index:
+            def tokens(positions):
+                return (positions[:, None] * block + torch.arange(block)).flatten().to(device)
+
+            self._token_index[key] = ([tokens(x) for x in self.send_kv], [tokens(x) for x in self.lend_q])
+        return self._token_index[key]
 
     @property
     def work(self) -> int:

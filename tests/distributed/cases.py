@@ -144,4 +144,11 @@ def run_bad_calls(rank: int, world_size: int) -> dict:
     except ValueError as e:
         got["rank 1 sm_scale is nan"] = str(e)
     got["good call"] = tuple(context_parallel_attention(q, k, v, plan).shape)
+    # A GPU group's argument rows go through a gloo twin made by its members on first use.
+    from sparsecli.distributed.checks import _rows_group
+
+    twin, device = _rows_group(None, torch.device("cuda"))
+    rows = [torch.empty(1, dtype=torch.long) for _ in range(world_size)]
+    torch.distributed.all_gather(rows, torch.tensor([rank * 10]), group=twin)
+    got["twin"] = (str(device), [int(r) for r in rows], _rows_group(None, torch.device("cuda"))[0] is twin)
     return got

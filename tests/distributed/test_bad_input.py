@@ -17,6 +17,7 @@ def test_every_rank_raises_the_same_error():
         assert got[0] is not None and got[0] == got[1], (name, got)
         assert got[0].startswith("context_parallel_attention: ") and message in got[0], (name, got[0])
     assert [r["good call"] for r in per_rank] == [(1, 2, 64, 16)] * 2
+    assert [r["twin"] for r in per_rank] == [("cpu", [0, 10], True)] * 2
 
 
 def test_without_a_process_group():
