@@ -3,9 +3,8 @@
 Public names resolve lazily, so ``sparsecli --help`` and ``import sparsecli`` stay light: torch is
 imported only when a layout, module or kernel is first used.
 """
-from importlib import import_module
-
-from .module_aliases import install as _install_module_aliases
+from .plumbing.lazy_exports import lazy_exports
+from .plumbing.module_aliases import install as _install_module_aliases
 
 _install_module_aliases()
 
@@ -32,14 +31,4 @@ _EXPORTS = {
     "register_attention": ".modules.hf",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, ("__version__",))

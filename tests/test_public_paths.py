@@ -13,7 +13,7 @@ import pytest
 
 import sparsecli
 import sparsecli.kernels
-from sparsecli.module_aliases import MOVED
+from sparsecli.plumbing.module_aliases import MOVED
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ the dK/dV return) as one all-to-all each. See ``docs/context-parallel.md``.
 Names resolve lazily: importing ``sparsecli`` or this package imports neither torch nor
 torch.distributed, and a plan needs no process group.
 """
-from importlib import import_module
+from sparsecli.plumbing.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "ContextParallelPlan": ".plan",
@@ -17,14 +17,4 @@ _EXPORTS = {
     "STRATEGIES": ".partition",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
