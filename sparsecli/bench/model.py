@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from ..plumbing.errors import UserError
+from .model_decode import decode_check, decode_row
+from .model_measure import elapsed_ms, free_memory, peak_memory_gib, rel_error, why
 
 PROVIDERS = ("sparse", "sdpa", "flex")
 MODES = ("eager-dynamic", "eager-static", "graph-static")
@@ -130,7 +131,7 @@ def run(bench: ModelBench, on_row=lambda row: None) -> dict:
     for mode in bench.modes:  # decoding first: short, and no compiler in it
         group = []
         for p in bench.providers:
-            group.append(_decode_row(bench, model, impl[p], p, mode, layout, block, checks[p], base))
+            group.append(decode_row(bench, model, impl[p], p, mode, layout, block, checks[p], base))
             on_row(group[-1])
         _ratios(group)
         rows += group
@@ -178,10 +179,10 @@ def _check_all(bench, model, impl, base, on_row) -> dict:
             ref32.set_attn_implementation(name)
             want[pattern] = ref32(ids).logits.float()
         model.set_attn_implementation(MASKED_NAME)
-        scale = _rel(model(ids).logits.float(), want["layout"])  # bf16's own error on this input
+        scale = rel_error(model(ids).logits.float(), want["layout"])  # bf16's own error on this input
     del ref32
     tol = 2 * scale + 2e-3
-    gap = _rel(want["dense"], want["layout"])  # how far apart the two patterns are: what a check can tell
+    gap = rel_error(want["dense"], want["layout"])  # how far apart the two patterns are: what a check can tell
     rows = {}
     for p in bench.providers:
         row = {**base, "case_id": f"{bench.model}/check/S{bench.check_len}/{p}", "kind": "check", "provider": p,
@@ -191,9 +192,9 @@ def _check_all(bench, model, impl, base, on_row) -> dict:
         try:
             model.set_attn_implementation(impl[p])
             with torch.no_grad():
-                errs = {"prefill": _rel(model(ids).logits.float(), ref)}
+                errs = {"prefill": rel_error(model(ids).logits.float(), ref)}
                 if p != "flex":
-                    errs.update(_decode_check(bench, model, ids, ref))
+                    errs.update(decode_check(bench, model, ids, ref))
             graph = errs.pop("decode_graph", None), errs.pop("graph_error", None)
             worst = max(errs, key=errs.get)
             row.update({f"rel_err_{k}": v for k, v in errs.items()}, max_rel_err=errs[worst],
@@ -205,44 +206,11 @@ def _check_all(bench, model, impl, base, on_row) -> dict:
             elif graph[1] is not None:
                 row.update(graph_status="failed", graph_reason=graph[1])
         except Exception as e:  # noqa: BLE001 (a failing provider is a row that says why)
-            row.update(status="failed", reason=_why(e))
-        _free(bench.device)
+            row.update(status="failed", reason=why(e))
+        free_memory(bench.device)
         rows[p] = row
         on_row(row)
     return rows
-
-
-def _decode_check(bench, model, ids, ref) -> dict:
-    """Relative errors of decode steps at the input's last 4 positions: 2 eager static-cache steps,
-    then 2 replays of the step captured in a CUDA graph (eager steps on a CPU)."""
-    import torch
-
-    S = ids.shape[1]
-    cache = _static_cache(model, 1, S + 8)
-    kw = _cache_kw(model)
-    model(ids[:, :S - 4], use_cache=True, logits_to_keep=1, **{kw: cache})
-    buf = ids[:, S - 4:S - 3].clone()
-
-    def step():
-        return model(buf, use_cache=True, **{kw: cache}).logits[:, -1].float()
-
-    got = []
-    for t in (S - 4, S - 3):
-        buf.copy_(ids[:, t:t + 1])
-        got.append(step())
-    errs = {"decode_eager_static": _rel(torch.stack(got, 1), ref[:, S - 4:S - 2])}
-    if torch.cuda.is_available() and str(bench.device).startswith("cuda"):
-        try:
-            graph, out = _capture(step, warm=0)
-            replays = []
-            for t in (S - 2, S - 1):
-                buf.copy_(ids[:, t:t + 1])
-                graph.replay()
-                replays.append(out.clone())
-            errs["decode_graph"] = _rel(torch.stack(replays, 1), ref[:, S - 2:])
-        except Exception as e:  # noqa: BLE001 (only the CUDA-graph rows depend on it)
-            errs["graph_error"] = _why(e)
-    return errs
 
 
 # -- training ---------------------------------------------------------------------------------------------
@@ -267,16 +235,16 @@ def _train_row(bench, model, impl, provider, seq, layout, block, check, base) ->
 
     try:
         step()  # warm-up: kernels, plans, compiled code
-        times = [_elapsed(step, bench.device) for _ in range(bench.reps)]
-        peak = _peak_memory(step, bench.device)
+        times = [elapsed_ms(step, bench.device) for _ in range(bench.reps)]
+        peak = peak_memory_gib(step, bench.device)
         row.update(status="ok", step_ms=sorted(times)[len(times) // 2], step_ms_all=times, peak_mem_gib=peak,
                    tokens_per_s=bench.batch * seq / (sorted(times)[len(times) // 2] / 1e3))
     except Exception as e:  # noqa: BLE001
-        row.update(status="oom" if "out of memory" in str(e).lower() else "failed", reason=_why(e))
+        row.update(status="oom" if "out of memory" in str(e).lower() else "failed", reason=why(e))
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
-        _free(bench.device)
+        free_memory(bench.device)
     return row
 
 
@@ -303,107 +271,6 @@ def _flop_bound(config, layout, block, seq, batch) -> dict:
             "attention_share_dense": attn(pairs_dense) / dense}
 
 
-# -- decoding ---------------------------------------------------------------------------------------------
-
-
-def _decode_row(bench, model, impl, provider, mode, layout, block, check, base) -> dict:
-    import torch
-
-    B, C = bench.decode_batch, bench.context
-    row = {**base, "case_id": f"{bench.model}/decode-{mode}/C{C}/B{B}/{provider}", "kind": "decode",
-           "provider": provider, "mode": mode, "seq_len": C, "batch": B,
-           "byte_bound": _byte_bound(model, layout, block, C, B)}
-    if check["status"] != "ok":
-        return {**row, "status": "skipped", "reason": f"check {check['status']}: {check['reason']}"}
-    if provider == "flex":
-        return {**row, "status": "unsupported", "reason": "to_block_mask builds S x S masks; a decode step needs a "
-                                                          "1 x Sk BlockMask per position"}
-    on_gpu = torch.cuda.is_available() and str(bench.device).startswith("cuda")
-    if mode == "graph-static" and not on_gpu:
-        return {**row, "status": "unsupported", "reason": "CUDA graphs need a GPU"}
-    if mode == "graph-static" and check.get("graph_status") != "ok":
-        return {**row, "status": "skipped", "reason": f"graph check {check.get('graph_status')}: "
-                                                     f"{check.get('graph_reason')}"}
-    model.set_attn_implementation(impl)
-    g = torch.Generator().manual_seed(C)
-    ids = torch.randint(3, model.config.vocab_size, (B, C), generator=g).to(bench.device)
-    kw = _cache_kw(model)
-    try:
-        with torch.no_grad():
-            if mode == "eager-dynamic":
-                from transformers import DynamicCache
-
-                cache = DynamicCache()
-            else:
-                cache = _static_cache(model, B, C + bench.decode_steps + 8)
-            model(ids, use_cache=True, logits_to_keep=1, **{kw: cache})
-            buf = ids[:, -1:].clone()
-            _free(bench.device)
-            if on_gpu:
-                torch.cuda.reset_peak_memory_stats()  # the decode steps' peak: weights, cache, one step
-
-            def step():
-                logits = model(buf, use_cache=True, **{kw: cache}).logits
-                buf.copy_(logits[:, -1].argmax(-1, keepdim=True))
-
-            if mode == "graph-static":
-                graph, _ = _capture(step, warm=2)
-                run_steps = graph.replay
-            else:
-                for _ in range(2):
-                    step()
-                run_steps = step
-            n = bench.decode_steps - 4
-            ms = _elapsed(lambda: [run_steps() for _ in range(n)], bench.device) / n
-        row.update(status="ok", step_ms=ms, tokens_per_s=B * 1e3 / ms,
-                   peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None)
-    except Exception as e:  # noqa: BLE001
-        row.update(status="oom" if "out of memory" in str(e).lower() else "failed", reason=_why(e))
-    finally:
-        cache = None
-        _free(bench.device)
-    return row
-
-
-def _byte_bound(model, layout, block, context, batch) -> dict:
-    """Bytes one decode step reads: the weights, plus the keys and values of every layer (all of the
-    context dense; on the layout, the blocks of the row at ``context``), and their ratio."""
-    config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    per_key = 2 * config.num_key_value_heads * head_dim * 2 * config.num_hidden_layers * batch  # k and v, bf16
-    row = context // block
-    keys = int(layout[:, row, :row + 1].sum(-1).max().item()) * block
-    dense, sparse = weights + per_key * (context + 1), weights + per_key * min(keys, context + 1)
-    return {"gb_dense": dense / 1e9, "gb_sparse": sparse / 1e9, "ratio": dense / sparse}
-
-
-def _static_cache(model, batch, length):
-    """A StaticCache of ``length`` tokens (allocated by its first update, on the model's device)."""
-    from transformers import StaticCache
-
-    return StaticCache(config=model.config, max_cache_len=length)
-
-
-def _capture(step, warm: int):
-    """(CUDA graph of ``step``, its output) after ``warm`` eager runs on the capture stream."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warm):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = step()
-    return graph, out
-
-
-# -- helpers ----------------------------------------------------------------------------------------------
-
-
 def _ratios(group: list) -> None:
     """Same-run ratios against the sdpa row: speedup (time) and memory."""
     sdpa = next((r for r in group if r["provider"] == "sdpa" and r.get("status") == "ok"), None)
@@ -425,109 +292,7 @@ def _ratios(group: list) -> None:
             r["speedup_vs_flex"] = flex["step_ms"] / r["step_ms"]
 
 
-def _rel(a, b) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
-
-
-def _elapsed(fn, device) -> float:
-    """Milliseconds ``fn`` takes (CUDA events on a GPU)."""
-    import torch
-
-    if torch.cuda.is_available() and str(device).startswith("cuda"):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-    t = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t) * 1e3
-
-
-def _peak_memory(step, device) -> float | None:
-    import torch
-
-    if not (torch.cuda.is_available() and str(device).startswith("cuda")):
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**30
-
-
-def _free(device) -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available() and str(device).startswith("cuda"):
-        torch.cuda.empty_cache()
-
-
-def _cache_kw(model) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _why(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
-
-
 def _transformers_version():
     import transformers
 
     return transformers.__version__
-
-
-def results_table(doc: dict):
-    """A Rich table of a model bench document."""
-    from rich.table import Table
-
-    table = Table(title=f"{doc['config']['model']} on {doc['config']['layout']} ({doc['env'].get('gpu') or 'no GPU'})")
-    for col in ("case", "status", "ms", "tokens/s", "peak GiB", "vs sdpa", "vs flex", "bound", "of bound", "TB/s",
-                "note"):
-        table.add_column(col, justify="left" if col in ("case", "status", "note") else "right")
-
-    def num(v, fmt):
-        return "" if v is None else format(v, fmt)
-
-    for r in doc["results"]:
-        bound = (r.get("flop_bound") or r.get("byte_bound") or {}).get("ratio")
-        note = r.get("reason") or (f"rel err {r['max_rel_err']:.2g} (tol {r['tolerance']:.2g})"
-                                   if r.get("kind") == "check" and r.get("max_rel_err") is not None else "")
-        table.add_row(r["case_id"], r["status"], num(r.get("step_ms"), ".2f"), num(r.get("tokens_per_s"), ",.0f"),
-                      num(r.get("peak_mem_gib"), ".1f"), num(r.get("speedup_vs_sdpa"), ".2f"),
-                      num(r.get("speedup_vs_flex"), ".2f"), num(bound, ".2f"), num(r.get("share_of_bound"), ".0%"),
-                      num(r.get("effective_tb_s"), ".2f"), note)
-    return table
-
-
-def results_markdown(doc: dict) -> str:
-    """The timed rows as a GitHub table (what docs/hf-decoders.md shows)."""
-    lines = ["| run | provider | ms | tokens/s | peak GiB | vs SDPA | vs flex | bound | of bound | TB/s read |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
-
-    def num(v, fmt):
-        return "" if v is None else format(v, fmt)
-
-    for r in doc["results"]:
-        if r.get("kind") == "check":
-            continue
-        run = (f"train S={r['seq_len']} B={r['batch']}" if r["kind"] == "train"
-               else f"decode {r['mode']} C={r['seq_len']} B={r['batch']}")
-        bound = (r.get("flop_bound") or r.get("byte_bound") or {}).get("ratio")
-        if r["status"] != "ok":
-            lines.append(f"| {run} | {r['provider']} | {r['status']}: {r.get('reason') or ''} |  |  |  |  | "
-                         f"{num(bound, '.2f')} |  |  |")
-            continue
-        lines.append(f"| {run} | {r['provider']} | {num(r.get('step_ms'), '.1f')} | {num(r.get('tokens_per_s'), ',.0f')} "
-                     f"| {num(r.get('peak_mem_gib'), '.1f')} | {num(r.get('speedup_vs_sdpa'), '.2f')}x "
-                     f"| {num(r.get('speedup_vs_flex'), '.2f')} | {num(bound, '.2f')} "
-                     f"| {num(r.get('share_of_bound'), '.0%')} | {num(r.get('effective_tb_s'), '.2f')} |")
-    return "\n".join(lines) + "\n"

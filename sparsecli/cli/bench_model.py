@@ -12,6 +12,7 @@ def bench_model(model, presets, seq, batch, providers, context, decode_batch, fm
     import json
 
     from ..bench import model as mb
+    from ..bench.model_tables import results_markdown, results_table
     from .bench import Format, _items
 
     if model is None:
@@ -53,6 +54,6 @@ def bench_model(model, presets, seq, batch, providers, context, decode_batch, fm
     if fmt is Format.json:
         out_console.file.write(text)
     elif fmt is Format.markdown:
-        out_console.file.write(mb.results_markdown(doc))
+        out_console.file.write(results_markdown(doc))
     else:
-        out_console.print(mb.results_table(doc))
+        out_console.print(results_table(doc))
