@@ -62,7 +62,7 @@ def describe(q, k, v, plan, sm_scale, device: torch.device) -> list[int]:
     else:
         row = [0] * PLAN_FIELDS
     scale_ok = sm_scale is None or (isinstance(sm_scale, numbers.Real) and not isinstance(sm_scale, bool)
-                                    and math.isfinite(float(sm_scale)))
+                                    and _finite(sm_scale))
     row.append(int(scale_ok))
     for t in (q, k, v):
         row += _tensor_row(t)
@@ -195,3 +195,12 @@ def check_call(q, k, v, plan, sm_scale, group) -> tuple[int, int, torch.device]:
         rows = torch.stack(gathered).tolist()
     check_rows(rows, plan if isinstance(plan, ContextParallelPlan) else None)
     return rank, size, device
+
+
+def _finite(x) -> bool:
+    """Whether ``x`` is a finite float; never raises (an int past float's range says False on this
+    rank alone, which must not keep it from the gather every rank's verdict goes through)."""
+    try:
+        return math.isfinite(float(x))
+    except (OverflowError, TypeError, ValueError):
+        return False

@@ -107,6 +107,7 @@ BAD_CALLS = {
     "rank 1 has batch 2": "rank 1 has batch size 2, rank 0 has 1",
     "rank 0 passes no plan": "rank 0: plan must be a ContextParallelPlan",
     "rank 1 sm_scale is nan": "rank 1: sm_scale must be a finite real number or None",
+    "rank 1 sm_scale overflows a float": "rank 1: sm_scale must be a finite real number or None",
 }
 
 
@@ -143,6 +144,11 @@ def run_bad_calls(rank: int, world_size: int) -> dict:
         got["rank 1 sm_scale is nan"] = None
     except ValueError as e:
         got["rank 1 sm_scale is nan"] = str(e)
+    try:  # float(10**400) raises OverflowError: on rank 1 alone, before the gather (it used to hang rank 0)
+        context_parallel_attention(q, k, v, plan, sm_scale=10**400 if rank == 1 else None)
+        got["rank 1 sm_scale overflows a float"] = None
+    except ValueError as e:
+        got["rank 1 sm_scale overflows a float"] = str(e)
     got["good call"] = tuple(context_parallel_attention(q, k, v, plan).shape)
     # A GPU group's argument rows go through a gloo twin made by its members on first use.
     from sparsecli.distributed.checks import _rows_group
