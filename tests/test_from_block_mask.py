@@ -122,3 +122,27 @@ def test_layout_from_reads_a_saved_block_mask(tmp_path):
 
 def keep_all(b, h, q, k):
     return q >= 0
+
+
+@pytest.mark.parametrize("seq_len,causal", [(200, False), (383, False), (200, True), (383, True)])
+def test_a_sequence_that_ends_inside_a_tile_round_trips(seq_len, causal):
+    """The last tiles are partial only because the sequence ends inside them: their tokens before
+    the end are all kept, which the mask_mod says, so they read back as set blocks."""
+    lay = random_layout(2, 3, seed=seq_len)
+    bm = sparsecli.to_block_mask(lay, 128, seq_len, causal=causal)
+    back, block = sparsecli.from_block_mask(bm, causal=causal)
+    want = lay & torch.ones(3, 3, dtype=torch.long).tril() if causal else lay
+    assert block == 128 and torch.equal(back, want[:, :back.shape[1], :back.shape[2]])
+    assert back.shape[-1] == -(-seq_len // 128)
+
+
+def test_create_block_mask_with_a_ragged_end_reads_back_dense():
+    bm = create_block_mask(lambda b, h, q, k: q >= 0, None, None, 200, 200, device="cpu")
+    back, block = sparsecli.from_block_mask(bm)
+    assert block == 128 and torch.equal(back, torch.ones(1, 2, 2, dtype=torch.long))
+
+
+def test_a_last_tile_its_mask_mod_cuts_before_the_end_is_still_partial():
+    bm = create_block_mask(lambda b, h, q, k: k < 150, None, None, 200, 200, device="cpu")
+    with pytest.raises(ValueError, match="key tile 1"):
+        sparsecli.from_block_mask(bm)

@@ -115,8 +115,10 @@ def from_block_mask(block_mask, block: int | None = None, *, causal: bool = Fals
     """``(layout, block)`` of a FlexAttention ``BlockMask``: the inverse of :func:`to_block_mask`.
 
     Full tiles become set blocks and empty tiles zero blocks. A partial tile depends on the
-    mask's ``mask_mod``, which sparsecli does not run, so partial tiles are a ValueError naming
-    them, except with ``causal=True``, where the tiles on the diagonal may be partial (what
+    mask's ``mask_mod``, which sparsecli does not run over the sequence, so partial tiles are a
+    ValueError naming them, except in two cases. Where the sequence ends inside the last tiles, the
+    mask_mod is asked about their tokens before the end: kept in full, they are full tiles. With
+    ``causal=True``, where the tiles on the diagonal may be partial (what
     ``to_block_mask(..., causal=True)`` makes): they become set blocks, and the caller runs the
     layout with ``causal=True``. ``block`` (default: the tile side, or the largest of 16/32/64/128
     dividing it) splits each tile into ``(tile / block)^2`` blocks, exactly. The layout is int64
@@ -139,6 +141,9 @@ def from_block_mask(block_mask, block: int | None = None, *, causal: bool = Fals
     tiles = -(-q_len // q_tile)
     full = _dense_tiles(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, tiles)
     partial = _dense_tiles(block_mask.kv_num_blocks, block_mask.kv_indices, tiles) & ~full
+    if q_len % q_tile:  # the last tiles are partial where the sequence ends inside them
+        ends = _kept_up_to_the_end(block_mask, partial, q_tile, q_len, causal)
+        full, partial = full | ends, partial & ~ends
     diagonal = torch.eye(tiles, dtype=torch.bool)
     tiles_set = full | (partial & diagonal) if causal else full
     if causal:
@@ -158,6 +163,28 @@ def from_block_mask(block_mask, block: int | None = None, *, causal: bool = Fals
     lay = tiles_set[0].repeat_interleave(r, 1).repeat_interleave(r, 2)
     nb = -(-q_len // block)
     return lay[:, :nb, :nb].to(torch.int64).contiguous(), block
+
+
+def _kept_up_to_the_end(block_mask, partial: torch.Tensor, tile: int, seq_len: int, causal: bool) -> torch.Tensor:
+    """Which partial tiles of the last tile row or column keep every token the sequence has there
+    (on the diagonal with ``causal``: exactly key <= query), asked of the mask's ``mask_mod`` on those
+    tokens only. Flex marks such tiles partial because the sequence ends inside them; a mask_mod that
+    cannot run (a mask loaded from a file) leaves them partial."""
+    last = partial.shape[-1] - 1
+    edge = torch.zeros_like(partial)
+    edge[..., last, :] = True
+    edge[..., :, last] = True
+    kept = torch.zeros_like(partial)
+    for b, h, i, j in (partial & edge).nonzero().tolist():
+        q = torch.arange(i * tile, min((i + 1) * tile, seq_len))[:, None]
+        k = torch.arange(j * tile, min((j + 1) * tile, seq_len))[None, :]
+        try:
+            got = torch.as_tensor(block_mask.mask_mod(torch.tensor(b), torch.tensor(h), q, k), dtype=torch.bool).cpu()
+        except Exception:  # noqa: BLE001 (no runnable mask_mod: the tile stays partial and is named)
+            return kept
+        want = q >= k if causal and i == j else torch.ones(q.shape[0], k.shape[1], dtype=torch.bool)
+        kept[b, h, i, j] = torch.equal(got.expand_as(want), want)
+    return kept
 
 
 def _dense_tiles(num, idx, tiles: int) -> torch.Tensor:
