@@ -56,8 +56,8 @@ class DocumentSparsityConfig(SparsityConfig):
         notes = []
         n = self.straddling_blocks(seq_len)
         if n:
-            blocks = "1 block straddles" if n == 1 else f"{n} blocks straddle"
-            notes.append(f"{blocks} a document boundary: their tokens see across it unless the kernel "
+            blocks, its = ("1 block straddles", "its") if n == 1 else (f"{n} blocks straddle", "their")
+            notes.append(f"{blocks} a document boundary: {its} tokens see across it unless the kernel "
                          "also gets token-level segment ids")
         ends = [0]
         for length in self.document_lengths:

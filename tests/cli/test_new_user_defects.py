@@ -293,7 +293,7 @@ def test_too_many_random_blocks_is_one_clean_message():
 
 def test_document_notes_count_right():
     notes = _json(["layout", "document", "--seq", "1024", "--document-lengths", "1000,1000"])["report"]["notes"]
-    assert "1 block straddles a document boundary" in " ".join(notes)
+    assert "1 block straddles a document boundary: its tokens" in " ".join(notes)
     assert "document 1 is cut at the sequence end: 24 of its 1000 tokens remain" in notes
 
 
