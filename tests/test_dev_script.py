@@ -43,7 +43,7 @@ exit 0
 @pytest.fixture
 def fake_python(tmp_path):
     if shutil.which("bash") is None or sys.platform == "win32":
-        pytest.skip("./dev is a bash script")
+        pytest.skip("needs bash: ./dev is a bash script (not run on Windows)")
     path = tmp_path / "python3"
     path.write_text(FAKE_PYTHON)
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
