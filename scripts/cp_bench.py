@@ -31,9 +31,9 @@ import time
 import torch
 import torch.distributed as dist
 
-from sparsecli.distributed import STRATEGIES, context_parallel_attention, plan_context_parallel
+from sparsecli.distributed import context_parallel_attention, plan_context_parallel
 from sparsecli.distributed import attention as cp_attention
-from sparsecli.distributed.cases import BLOCK, CASES, EXTRA_CASES, HEAD_DIM, HEADS, KV_HEADS, SEQ_LEN
+from sparsecli.distributed.cases import CASES, EXTRA_CASES, add_case_arguments
 from sparsecli.kernels import blocksparse_attention
 
 CHECK_BOUND = 2e-2  # bf16 norm-relative error against the reference output
@@ -173,15 +173,8 @@ def run_case(case, args, rank, world_size) -> list[dict]:
 
 def main():
     global DEVICE, DTYPE, BACKEND
-    names = [c.name for c in CASES + EXTRA_CASES]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", nargs="*", choices=names, default=[c.name for c in CASES])
-    ap.add_argument("--strategies", nargs="*", choices=STRATEGIES, default=list(STRATEGIES))
-    ap.add_argument("--seq", type=int, default=SEQ_LEN)
-    ap.add_argument("--block", type=int, default=BLOCK)
-    ap.add_argument("--heads", type=int, default=HEADS)
-    ap.add_argument("--kv-heads", type=int, default=KV_HEADS)
-    ap.add_argument("--head-dim", type=int, default=HEAD_DIM)
+    add_case_arguments(ap)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="cuda")

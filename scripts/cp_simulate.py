@@ -32,9 +32,9 @@ import time
 
 import torch
 
-from sparsecli.distributed import STRATEGIES, exchange, plan_context_parallel
+from sparsecli.distributed import exchange, plan_context_parallel
 from sparsecli.distributed.attention import RankRun, backward_steps, drive, forward_steps
-from sparsecli.distributed.cases import BLOCK, CASES, EXTRA_CASES, HEAD_DIM, HEADS, KV_HEADS, SEQ_LEN, WORLD_SIZES
+from sparsecli.distributed.cases import CASES, EXTRA_CASES, WORLD_SIZES, add_case_arguments
 from sparsecli.distributed.compute import attend
 from sparsecli.distributed.loopback import Delivered, emulate
 from sparsecli.kernels import blocksparse_attention
@@ -194,16 +194,9 @@ def run_case(case, args, device, dtype) -> list[dict]:
 
 
 def main():
-    names = [c.name for c in CASES + EXTRA_CASES]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", nargs="*", choices=names, default=[c.name for c in CASES])
+    add_case_arguments(ap)
     ap.add_argument("--world-sizes", nargs="*", type=int, default=list(WORLD_SIZES))
-    ap.add_argument("--strategies", nargs="*", choices=STRATEGIES, default=list(STRATEGIES))
-    ap.add_argument("--seq", type=int, default=SEQ_LEN)
-    ap.add_argument("--block", type=int, default=BLOCK)
-    ap.add_argument("--heads", type=int, default=HEADS)
-    ap.add_argument("--kv-heads", type=int, default=KV_HEADS)
-    ap.add_argument("--head-dim", type=int, default=HEAD_DIM)
     ap.add_argument("--gbps", type=float, default=450.0, help="link bandwidth per direction, GB/s")
     ap.add_argument("--latency-us", type=float, default=20.0, help="assumed fixed cost of one collective")
     ap.add_argument("--device", default="cuda")

@@ -48,3 +48,18 @@ class Case:
 CASES = (Case("bigbird", False), Case("fixed", False), Case("sliding_window", True),
          Case("causal_sliding_window", True), Case("streaming", True))
 EXTRA_CASES = (Case("bigbird_per_head", False),)
+
+
+def add_case_arguments(parser) -> None:
+    """The flags both measurement scripts take (``scripts/cp_simulate.py``, ``scripts/cp_bench.py``):
+    which cases and strategies, and the shape they run at (the issue's by default)."""
+    from .partition import STRATEGIES
+
+    parser.add_argument("--cases", nargs="*", choices=[c.name for c in CASES + EXTRA_CASES],
+                        default=[c.name for c in CASES])
+    parser.add_argument("--strategies", nargs="*", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--seq", type=int, default=SEQ_LEN)
+    parser.add_argument("--block", type=int, default=BLOCK)
+    parser.add_argument("--heads", type=int, default=HEADS)
+    parser.add_argument("--kv-heads", type=int, default=KV_HEADS)
+    parser.add_argument("--head-dim", type=int, default=HEAD_DIM)
