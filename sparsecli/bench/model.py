@@ -128,20 +128,20 @@ def run(bench: ModelBench, on_row=lambda row: None) -> dict:
 
     checks = _check_all(bench, model, impl, base, on_row)
     rows = list(checks.values())
+
+    def measured(row_of) -> list:
+        """One row per provider (each reported as it lands), with the same-run ratios between them."""
+        group = []
+        for p in bench.providers:
+            group.append(row_of(p))
+            on_row(group[-1])
+        _ratios(group)
+        return group
+
     for mode in bench.modes:  # decoding first: short, and no compiler in it
-        group = []
-        for p in bench.providers:
-            group.append(decode_row(bench, model, impl[p], p, mode, layout, block, checks[p], base))
-            on_row(group[-1])
-        _ratios(group)
-        rows += group
+        rows += measured(lambda p: decode_row(bench, model, impl[p], p, mode, layout, block, checks[p], base))
     for seq in bench.seqs:
-        group = []
-        for p in bench.providers:
-            group.append(_train_row(bench, model, impl[p], p, seq, layout, block, checks[p], base))
-            on_row(group[-1])
-        _ratios(group)
-        rows += group
+        rows += measured(lambda p: _train_row(bench, model, impl[p], p, seq, layout, block, checks[p], base))
     config = {"model": bench.model, "model_config": bench.config, "layout": bench.layout_name,
               "layout_values": {"mode": spec.mode, **spec.values}, "seqs": list(bench.seqs), "batch": bench.batch,
               "context": bench.context, "decode_batch": bench.decode_batch, "decode_steps": bench.decode_steps,
